@@ -1,0 +1,76 @@
+# organage: every target sets up what it needs (.venv) on first use.
+# On Linux without a GPU, torch is installed first from the pinned CPU build, so the project install
+# below never pulls CUDA wheels (pip finds the local CPU wheel where the machine provides one).
+# GPU users: see README ("GPU route") -- create the conda env from environment.yml, or install a CUDA torch
+# wheel into .venv before the first `make`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+# Extra pip arguments for torch, e.g. a CPU-only index on machines without a local CPU wheel (see README).
+TORCH_PIP_ARGS ?=
+STAMP := $(VENV)/.installed
+PROFILE ?= quick
+JOBS ?= 2
+
+.PHONY: install reproduce test sync-check clean-check nbtest pytest docs lab bench export clean
+
+install: $(STAMP)
+
+$(STAMP): settings.ini setup.py pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (organage)" >/dev/null
+	@touch $(STAMP)
+
+## The paper on the embedded simulated cohort (quick profile, CPU): reports/quick/
+reproduce: $(STAMP)
+	$(BIN)/organage reproduce --profile $(PROFILE)
+
+## Library/notebook sync, clean notebooks, inline notebook tests, then pytest.
+test: $(STAMP) sync-check clean-check nbtest pytest
+
+sync-check: $(STAMP)
+	@echo "== nbdev_export leaves organage/ unchanged"
+	@tmp=$$(mktemp -d) && cp -r organage $$tmp/before && $(BIN)/nbdev_export && \
+	  if ! diff -r -x __pycache__ $$tmp/before organage >$$tmp/diff; then \
+	    cat $$tmp/diff; cp -r $$tmp/before/. organage/; rm -rf $$tmp; \
+	    echo "organage/ is out of sync with nbs/: run nbdev_export and commit"; exit 1; fi; rm -rf $$tmp
+	@$(BIN)/python docs/readme.py --check
+
+clean-check: $(STAMP)
+	@echo "== notebooks are clean (nbdev_clean leaves no diff)"
+	@tmp=$$(mktemp -d) && cp -r nbs $$tmp/before && $(BIN)/nbdev_clean && \
+	  if ! diff -r $$tmp/before nbs >$$tmp/diff; then \
+	    head -50 $$tmp/diff; cp -r $$tmp/before/. nbs/; rm -rf $$tmp; \
+	    echo "notebooks are not clean: run nbdev_clean and commit"; exit 1; fi; rm -rf $$tmp
+
+nbtest: $(STAMP)
+	@echo "== nbdev_test (library notebooks; slow cells are covered in pytest)"
+	$(BIN)/nbdev_test --n_workers $(JOBS)
+
+pytest: $(STAMP)
+	@echo "== pytest"
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -q tests
+
+export: $(STAMP)
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/python docs/readme.py
+
+## Static documentation site into _docs/ (offline; Sphinx + myst-nb over nbdev-processed notebooks).
+docs: $(STAMP)
+	$(BIN)/python docs/build.py
+
+## JupyterLab on the repository with the project's kernel.
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=.
+
+## Benchmarks (speed, memory) into reports/bench/.
+bench: $(STAMP)
+	@mkdir -p reports/bench
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf _docs _proc reports/quick reports/full reports/bench
