@@ -65,7 +65,7 @@ docs: $(STAMP)
 
 ## JupyterLab on the repository with the project's kernel.
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=.
+	$(BIN)/jupyter lab --notebook-dir=. $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 ## Benchmarks (speed, memory) into reports/bench/.
 bench: $(STAMP)

@@ -15,11 +15,13 @@ def toctree(caption, entries):
     body = '\n'.join(entries)
     return f":::{{toctree}}\n:caption: {caption}\n:maxdepth: 1\n\n{body}\n:::\n"
 
-def main(profile=os.environ.get('PROFILE', 'quick')):
+def main(reports=None, out=None):
+    """Build the site from the executed notebooks under `reports` (default reports/$PROFILE/notebooks)
+    into `out` (default _docs/)."""
     os.chdir(ROOT)
     from nbdev.serve import proc_nbs
     proc = Path(proc_nbs(force=True, n_workers=0))
-    reports = ROOT/'reports'/profile/'notebooks'
+    reports = Path(reports) if reports else ROOT/'reports'/os.environ.get('PROFILE', 'quick')/'notebooks'
     paper = sorted(p.name for p in (ROOT/'nbs'/'paper').glob('*.ipynb') if not p.name.startswith(('_', '.')))
     for name in paper:
         executed = reports/name
@@ -34,9 +36,14 @@ def main(profile=os.environ.get('PROFILE', 'quick')):
     nb.cells.append(nbformat.v4.new_markdown_cell(
         toctree('The paper, reproduced', [f'paper/{Path(n).stem}' for n in paper]) + '\n' + toctree('Library', lib)))
     nbformat.write(nb, idx)
-    out = ROOT/'_docs'
+    out = Path(out) if out else ROOT/'_docs'
     r = subprocess.run([sys.executable, '-m', 'sphinx', '-b', 'html', '-q', str(proc), str(out)])
     if r.returncode: sys.exit(r.returncode)
     print(f"site written to {out}/index.html")
 
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    import argparse
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--reports', default=None, help='folder of executed paper notebooks (default reports/$PROFILE/notebooks)')
+    p.add_argument('--out', default=None, help='site folder (default _docs)')
+    a = p.parse_args(); main(a.reports, a.out)

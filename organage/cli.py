@@ -8,7 +8,7 @@ import argparse, sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['cmd_simulate', 'cmd_check_data', 'cmd_reproduce', 'build_parser', 'main']
+__all__ = ['cmd_simulate', 'cmd_check_data', 'cmd_reproduce', 'cmd_train', 'cmd_evaluate', 'cmd_report', 'build_parser', 'main']
 
 # %% ../nbs/cli.ipynb #0005
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +70,35 @@ def cmd_reproduce(a):
     print(f"reports written to {run_dir}")
 
 # %% ../nbs/cli.ipynb #0008
+def cmd_train(a):
+    "Train the staged curriculum (unimodal encoders, naive fusion, aligned fusion) into a run folder."
+    cfg = _config(a)
+    from organage.core import ConfigError
+    if not Path(a.data).is_dir(): raise ConfigError(f"--data {a.data}: data folder not found")
+    run = _out_folder(a.run, '--run')
+    from organage.core import parse_overrides
+    from organage.train import train_curriculum
+    kw = {'stages': a.stages} if a.stages else {}
+    train_curriculum(cfg, a.data, run, model=parse_overrides(a.model) or None, **kw)
+    print(f"trained run written to {run}")
+
+def cmd_evaluate(a):
+    "Predict validation and test subjects with every trained stage; write predictions.csv and Tables 1-2."
+    from organage.core import ConfigError
+    if not Path(a.run).is_dir(): raise ConfigError(f"--run {a.run}: run folder not found")
+    from organage.train import evaluate_run
+    preds = evaluate_run(a.run, a.data, device=a.device or 'auto')
+    print(f"{len(preds)} predictions written to {Path(a.run)/'predictions.csv'}")
+
+def cmd_report(a):
+    "Write one subject's organ panel (PNG, Markdown, HTML, CSV) from a run's predictions."
+    from organage.core import ConfigError
+    if not Path(a.run).is_dir(): raise ConfigError(f"--run {a.run}: run folder not found")
+    from organage.report.panel import write_subject_report
+    paths = write_subject_report(a.run, a.subject_id, a.out)
+    print('\n'.join(f"{k}: {v}" for k, v in paths.items()))
+
+# %% ../nbs/cli.ipynb #0009
 def build_parser() -> argparse.ArgumentParser:
     "The `organage` argument parser (sub-commands)."
     p = _Parser(prog='organage', description='Organ-resolved biological age: simulate, check, train, reproduce.')
@@ -91,9 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--notebooks', default=None, help='folder of paper notebooks (default: nbs/paper)')
     r.add_argument('--only', action='append', default=None, help='run only notebooks whose name contains this')
     r.set_defaults(func=cmd_reproduce)
+    t = sub.add_parser('train', help='train the staged curriculum into a run folder')
+    _profile_args(t)
+    t.add_argument('--data', required=True, help='cohort folder (gtex/, chexpert/, ixi/)')
+    t.add_argument('--run', required=True, help='run folder (resumes when it exists with the same settings)')
+    t.add_argument('--stages', nargs='+', choices=['unimodal', 'naive', 'aligned'], default=None, help='stages to run (default: all)')
+    t.add_argument('--model', action='append', default=[], metavar='KEY=VALUE',
+                   help='model setting, e.g. --model fusion_mode=global (repeatable)')
+    t.set_defaults(func=cmd_train)
+    e = sub.add_parser('evaluate', help='predict validation and test subjects of a trained run')
+    e.add_argument('--run', required=True, help='run folder written by organage train')
+    e.add_argument('--data', default=None, help='cohort folder (default: the one the run was trained on)')
+    e.add_argument('--device', default=None, choices=['auto', 'cpu', 'cuda'])
+    e.set_defaults(func=cmd_evaluate)
+    rp = sub.add_parser('report', help="write one subject's organ panel from a run")
+    rp.add_argument('subject_id', nargs='?', default=None, help='subject id (default: the subject with the most organs)')
+    rp.add_argument('--run', required=True, help='run folder holding predictions.csv')
+    rp.add_argument('--out', default=None, help='output folder (default: RUN/subjects)')
+    rp.set_defaults(func=cmd_report)
     return p
 
-# %% ../nbs/cli.ipynb #0009
+# %% ../nbs/cli.ipynb #0010
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `organage` console script."
     p = build_parser()

@@ -9,7 +9,8 @@ from pathlib import Path
 from .core import (RunConfig, RunManifest, OrganageError, ConfigError, fingerprint, pick_device)
 
 # %% auto #0
-__all__ = ['NotebookFailed', 'paper_dir', 'list_paper_notebooks', 'notebook_parameters', 'run_notebook', 'reproduce']
+__all__ = ['NotebookFailed', 'paper_dir', 'list_paper_notebooks', 'notebook_parameters', 'run_notebook', 'reproduce',
+           'PaperOutputs']
 
 # %% ../nbs/reproduce.ipynb #0005
 class NotebookFailed(OrganageError):
@@ -94,3 +95,25 @@ def reproduce(cfg:RunConfig, # settings (profile, seed, device, sizes, ...)
                               for p in (run_dir/sub).glob('*') if p.is_file())
         man.write(run_dir)
     return run_dir
+
+# %% ../nbs/reproduce.ipynb #0011
+class PaperOutputs:
+    "Write a paper notebook's tables (`tables/NAME.csv`) and figures (`figures/NAME.png`) under `run_dir`."
+    def __init__(self, run_dir:str|os.PathLike):
+        self.run_dir = Path(run_dir)
+        self.tables, self.figures = self.run_dir/'tables', self.run_dir/'figures'
+
+    def table(self, df, name:str, index:bool=False, round:int|None=3):
+        "Write `df` as `tables/<name>.csv` and return it (rounded for display only)."
+        from organage.core import write_csv
+        write_csv(df, self.tables/f'{name}.csv', index=index)
+        return df.round(round) if round is not None else df
+
+    def figure(self, fig, name:str, close:bool=False):
+        "Save `fig` as `figures/<name>.png` (atomic) and return it for display."
+        from organage.core import save_figure
+        save_figure(fig, self.figures/f'{name}.png')
+        if close:
+            import matplotlib.pyplot as plt
+            plt.close(fig)
+        return fig
