@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= quick
 JOBS ?= 2
 
-.PHONY: install reproduce test sync-check clean-check nbtest pytest docs lab bench export clean
+.PHONY: install browser reproduce test sync-check clean-check nbtest pytest docs lab bench export clean
 
 install: $(STAMP)
 
@@ -31,7 +31,14 @@ reproduce: $(STAMP)
 	$(BIN)/organage reproduce --profile $(PROFILE)
 
 ## Library/notebook sync, clean notebooks, inline notebook tests, then pytest.
-test: $(STAMP) sync-check clean-check nbtest pytest
+test: $(STAMP) browser sync-check clean-check nbtest pytest
+
+## Headless Chromium + ChromeDriver (Debian packages) for the docs-site test.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "== installing chromium and chromium-driver (Debian packages) for the docs test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 sync-check: $(STAMP)
 	@echo "== nbdev_export leaves organage/ unchanged"

@@ -12,3 +12,4 @@ html_theme_options = {'show_toc_level': 2, 'navigation_with_keys': False}
 exclude_patterns = ['_build', '**.ipynb_checkpoints', '**/.*', 'nbdev.yml', 'sidebar.yml', '_quarto.yml', 'styles.css']
 suppress_warnings = ['myst.header', 'mystnb.unknown_mime_type', 'misc.highlighting_failure', 'myst.xref_missing', 'toc.not_included']
 source_suffix = {'.ipynb': 'myst-nb', '.md': 'myst-nb'}
+html_favicon = 'favicon.png'

@@ -1,0 +1,108 @@
+"""End to end: `organage simulate` then `organage reproduce --profile quick` with the smallest settings,
+asserting on what the tables say (checked against the simulator's ground truth), then the docs site
+built from those executed notebooks, opened in headless Chromium."""
+import json, subprocess, sys
+from pathlib import Path
+import pandas as pd
+import pytest
+
+BIN = Path(sys.executable).parent/'organage'
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ['--set', 'n_genes=300', '--set', 'image_size=32', '--set', 'volume_size=16']
+FAST = ['--set', 'epochs=1', '--set', 'n_bootstrap=200', '--set', 'batch_size=32']
+
+def organage(*args):
+    r = subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, f"organage {' '.join(map(str, args))} failed:\n{r.stderr[-3000:]}"
+    return r
+
+@pytest.fixture(scope='module')
+def cohort(tmp_path_factory):
+    d = tmp_path_factory.mktemp('cohort')/'sim'
+    organage('simulate', d, '--subjects', 160, '--seed', 3, *SMALL)
+    return d
+
+@pytest.fixture(scope='module')
+def paper(cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp('reports')
+    organage('reproduce', '--profile', 'quick', '--data', cohort, '--out', out, '--seed', 3, *SMALL, *FAST)
+    return out/'quick'
+
+def test_outputs_and_manifest(paper):
+    for sub in ('tables', 'figures', 'notebooks'): assert any((paper/sub).iterdir()), sub
+    m = json.loads((paper/'manifest.json').read_text())
+    assert m['params']['epochs'] == 1 and m['params']['seed'] == 3
+    assert m['data']['cohort']['files'] > 0 and len(m['data']['cohort']['sha256']) == 64
+    nbs = sorted(p.name for p in (ROOT/'nbs'/'paper').glob('*.ipynb'))
+    assert sorted(p.name for p in (paper/'notebooks').glob('*.ipynb')) == nbs
+    assert all(f'notebook:{Path(n).stem}' in m['timings'] for n in nbs)
+    assert m['packages']['torch'] and m['git']['commit'] is not None
+
+def test_cohort_table_matches_truth(paper, cohort):
+    t = pd.read_csv(paper/'tables'/'cohort_by_organ.csv')
+    links = pd.read_csv(cohort/'subject_links.csv', dtype=str)
+    truth = pd.read_csv(cohort/'truth.csv', dtype={'subject_id': str})
+    n_ixi = links['ixi_id'].notna().sum()
+    assert int(t.query("modality == 'mri'")['subjects'].sum()) == n_ixi
+    mri = t.query("modality == 'mri'").iloc[0]
+    assert mri.organ == 'brain' and 20 <= mri.age_min <= mri.age_max <= 87
+    assert set(t.query("modality == 'rna'")['organ']) <= set(truth['organ'])
+    assert (t['female'] + t['male'] == t['observations']).all()
+
+
+# ---- the docs site, built from the executed notebooks above, in headless Chromium ----
+
+@pytest.fixture(scope='module')
+def site(paper, tmp_path_factory):
+    out = tmp_path_factory.mktemp('site')
+    r = subprocess.run([sys.executable, str(ROOT/'docs'/'build.py'), '--reports', str(paper/'notebooks'), '--out', str(out)],
+                       capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+@pytest.fixture(scope='module')
+def served(site):
+    "Serve the site on loopback; record every request's path and status."
+    import functools, http.server, threading
+    seen = []
+    class H(http.server.SimpleHTTPRequestHandler):
+        def log_request(self, code='-', size='-'): seen.append((self.path, int(code) if str(code).isdigit() else 0))
+        def log_message(self, *a): pass
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(H, directory=str(site)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f'http://127.0.0.1:{srv.server_address[1]}', seen
+    srv.shutdown()
+
+def chromium():
+    import shutil
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    binary, driver = shutil.which('chromium'), shutil.which('chromedriver')
+    if not (binary and driver): pytest.fail('chromium and chromedriver are needed (Debian packages chromium, chromium-driver; '
+                                            '`make test` installs them)')
+    o = webdriver.ChromeOptions(); o.binary_location = binary
+    for a in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-dev-shm-usage',
+              '--disable-background-networking', '--disable-component-update', '--disable-sync', '--window-size=1300,1600'):
+        o.add_argument(a)
+    return webdriver.Chrome(service=Service(driver), options=o)
+
+def test_docs_pages_render_with_figures(served, site, tmp_path):
+    base, seen = served
+    calib = sorted((site/'paper').glob('*calibration*.html')) or sorted((site/'paper').glob('*.html'))
+    pages = ['index.html', str(calib[0].relative_to(site))]
+    drv = chromium()
+    try:
+        for page in pages:
+            drv.get(f'{base}/{page}')
+            drv.save_screenshot(str(tmp_path/(Path(page).stem + '.png')))
+            imgs = drv.execute_script("return Array.from(document.images).map(i => [i.src, i.complete && i.naturalWidth > 0])")
+            assert imgs, f'{page}: no images'
+            broken = [s for s, ok in imgs if not ok]
+            assert not broken, f'{page}: broken images {broken}'
+            assert drv.title and 'organage' in drv.title
+        if 'paper' in pages[1]:  # the executed paper page shows its figures as embedded images
+            assert any('_images' in s or s.startswith('data:image') for s, _ in imgs)
+    finally: drv.quit()
+    bad = [(p, c) for p, c in seen if c >= 400]
+    assert not bad, f'requests that failed: {bad}'
+    assert all((tmp_path/(Path(p).stem + '.png')).stat().st_size > 10_000 for p in pages)
