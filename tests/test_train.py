@@ -1,0 +1,162 @@
+"The staged curriculum end to end on a tiny cohort: stage files, checkpoints, resume, refusal, evaluation tables."
+import json
+from pathlib import Path
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import anndata as ad
+import lightning as L
+
+from organage.core import load_config, ConfigError
+from organage.train import train_curriculum, evaluate_run, load_model, load_weights, save_weights, results_tables
+from organage.model.fusion import OrganAgeModel, ModelConfig
+
+LOADERS = {'xray': np.load, 'mri': np.load}
+ORGANS = ['brain', 'heart', 'lung']
+
+
+def toy_cohort(folder, n=48, n_genes=60, seed=0, size=16):
+    "Every subject has RNA of three organs, a radiograph and a volume whose content grows with the organ's age."
+    rng = np.random.default_rng(seed); folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    age = rng.uniform(20, 80, n); sex = rng.choice(['male', 'female'], n)
+    bio = {o: age + rng.normal(0, 3, n) for o in ORGANS}
+    w = rng.normal(0, 1, (3, n_genes)) * (rng.random(n_genes) < 0.3)
+    rows, X = [], []
+    for i in range(n):
+        for k, o in enumerate(ORGANS):
+            X.append(rng.poisson(np.exp(3 + 0.02 * w[k] * (bio[o][i] - 50))))
+            rows.append(dict(subject_id=f's{i:03d}', organ=o, age=age[i], sex=sex[i]))
+    rna = ad.AnnData(np.array(X, np.float32), obs=pd.DataFrame(rows, index=[f'r{j}' for j in range(len(rows))]))
+    rna.var_names = [f'g{j}' for j in range(n_genes)]
+    yy, xx = np.mgrid[:size, :size] / size - 0.5
+    z3 = np.sqrt(sum(g ** 2 for g in np.mgrid[:8, :8, :8] / 8 - 0.5))
+    xr, mr = [], []
+    for i in range(n):
+        p = folder / f'x{i}.npy'; np.save(p, (np.hypot(xx, yy) < 0.1 + 0.3 * (bio['lung'][i] - 20) / 60).astype(np.float32))
+        xr.append(dict(subject_id=f's{i:03d}', organ='lung', age=age[i], sex=sex[i], path=str(p)))
+        p = folder / f'v{i}.npy'; np.save(p, (z3 < 0.1 + 0.3 * (bio['brain'][i] - 20) / 60).astype(np.float32))
+        mr.append(dict(subject_id=f's{i:03d}', organ='brain', age=age[i], sex=sex[i], path=str(p)))
+    mk = lambda r, pre: ad.AnnData(np.zeros((len(r), 0), np.float32), obs=pd.DataFrame(r, index=[f'{pre}{j}' for j in range(len(r))]))
+    return {'rna': rna, 'xray': mk(xr, 'x'), 'mri': mk(mr, 'm')}
+
+
+def cfg(**kw):
+    return load_config('quick', overrides={'epochs': 1, 'image_size': 16, 'volume_size': 16, 'n_genes': 50, 'device': 'cpu',
+                                           'batch_size': 16, **kw})
+
+
+TINY = dict(latent_dim=16, proj_dim=8, enc_width=4, enc_depth=2, n_heads=2, n_layers=1)
+
+
+@pytest.fixture(scope='module')
+def cohort(tmp_path_factory):
+    return toy_cohort(tmp_path_factory.mktemp('cohort'))
+
+
+@pytest.fixture(scope='module')
+def run(cohort, tmp_path_factory):
+    d = tmp_path_factory.mktemp('run')
+    out = train_curriculum(cfg(), cohort, d, model=TINY, loaders=LOADERS)
+    return d, out
+
+
+def test_every_stage_writes_checkpoint_metrics_and_weights(run):
+    d, out = run
+    assert list(out) == ['unimodal_rna', 'unimodal_xray', 'unimodal_mri', 'naive', 'aligned']
+    for s in out:
+        assert (d / s / 'done.json').exists() and (d / s / 'model.safetensors').exists()
+        ck = torch.load(d / s / 'checkpoints' / 'last.ckpt', map_location='cpu', weights_only=True)
+        assert 'state_dict' in ck and ck['epoch'] == 0
+        logs = pd.read_csv(next((d / s / 'logs').rglob('metrics.csv')))
+        assert {'val_mae', 'train_loss_epoch' if 'train_loss_epoch' in logs else 'train_loss'} <= set(logs.columns)
+    assert 'val_infonce' in pd.read_csv(next((d / 'aligned' / 'logs').rglob('metrics.csv'))).columns
+    splits = pd.read_csv(d / 'splits.csv')
+    assert splits.subject_id.is_unique and set(splits.split) == {'train', 'val', 'test'}
+
+
+def test_stage3_is_warm_started_from_stage1(run, cohort, tmp_path):
+    d, _ = run
+    uni = load_model(d / 'unimodal_mri')
+    fresh = OrganAgeModel(load_model(d / 'aligned').cfg)
+    torch.manual_seed(123); fresh = OrganAgeModel(fresh.cfg)
+    load_weights(fresh, d / 'unimodal_mri', prefixes=['encoders.mri.', 'vibs.mri.'])
+    for (k, v), (k2, v2) in zip(uni.encoders['mri'].state_dict().items(), fresh.encoders['mri'].state_dict().items()):
+        assert torch.equal(v, v2)
+
+
+def test_rerun_skips_finished_stages(run, cohort):
+    d, out = run
+    again = train_curriculum(cfg(), cohort, d, model=TINY, loaders=LOADERS)
+    assert again == out
+
+
+def test_run_folder_with_other_settings_is_refused(run, cohort):
+    d, _ = run
+    with pytest.raises(ConfigError, match='other settings.*model_config.latent_dim'):
+        train_curriculum(cfg(), cohort, d, model={**TINY, 'latent_dim': 32}, loaders=LOADERS)
+
+
+def test_checkpoint_from_another_config_is_refused(run):
+    d, _ = run
+    other = OrganAgeModel(ModelConfig(**{**load_model(d / 'aligned').cfg.model_dump(), 'latent_dim': 32}))
+    with pytest.raises(ConfigError, match='another model configuration.*latent_dim'):
+        load_weights(other, d / 'aligned')
+
+
+def test_evaluate_writes_predictions_and_tables(run, cohort):
+    d, _ = run
+    pred = evaluate_run(d, cohort, device='cpu', loaders=LOADERS)
+    assert list(pred.columns) == ['subject_id', 'organ', 'modality', 'split', 'age', 'mu', 'sigma']
+    assert set(pred.modality) == {'fusion'} and set(pred.split) == {'val', 'test'}
+    assert (pred.sigma >= 0.5).all() and np.isfinite(pred.mu).all()
+    splits = pd.read_csv(d / 'splits.csv', dtype={'subject_id': str}).set_index('subject_id').split
+    assert (pred.split.values == splits.loc[pred.subject_id].values).all()
+    assert set(pred.groupby('subject_id').organ.nunique()) == {3}
+    t1 = pd.read_csv(d / 'tables' / 'table1.csv')
+    assert t1.configuration.tolist() == ['RNA only', 'X-ray only', 'MRI only', 'Naive fusion', 'Aligned fusion']
+    allp = pd.read_csv(d / 'predictions_by_model.csv', dtype={'subject_id': str})
+    test = allp[(allp.split == 'test') & (allp.model == 'unimodal_xray')]
+    assert t1.set_index('model').loc['unimodal_xray', 'N'] == len(test) == (splits == 'test').sum()
+    assert np.isclose(t1.set_index('model').loc['unimodal_xray', 'MAE'], (test.mu - test.age).abs().mean())
+    t2 = pd.read_csv(d / 'tables' / 'table2.csv')
+    assert t2.modality.tolist() == ['All', 'RNA', 'X-ray', 'MRI']
+
+
+def test_results_tables_on_hand_made_predictions():
+    rows = []
+    for model, mod, err in [('unimodal_rna', 'rna', 4.0), ('unimodal_xray', 'xray', 3.0), ('aligned', 'fusion', 1.0)]:
+        for s in ['a', 'b']:
+            organs = ['lung'] if model == 'unimodal_xray' else ['lung', 'brain']
+            rows += [dict(model=model, subject_id=s, organ=o, modality=mod, split='test', age=50., mu=50 + err, sigma=2.) for o in organs]
+    truth = pd.DataFrame([dict(subject_id=s, organ=o, age=50., bio_age=52.) for s in 'ab' for o in ['lung', 'brain']])
+    t = results_tables(pd.DataFrame(rows), truth)
+    t1 = t['table1'].set_index('model')
+    assert t1.loc['aligned', 'MAE'] == 1.0 and t1.loc['unimodal_xray', 'N'] == 2 and t1.loc['truth', 'MAE'] == 2.0
+    fc = t['fusion_check'].set_index('organ')
+    assert fc.loc['lung', 'best_unimodal_MAE'] == 3.0 and fc.loc['brain', 'best_unimodal_MAE'] == 4.0
+    assert fc.aligned_beats_best_unimodal.all()
+
+
+class Interrupt(L.Callback):
+    "Fails the aligned stage in the middle of its third epoch, after two epochs were checkpointed."
+    def on_train_batch_start(self, trainer, module, batch, i):
+        if module.model.cfg.kind == 'aligned' and trainer.current_epoch == 2 and i == 1:
+            raise RuntimeError('simulated crash')
+
+
+def test_interrupted_run_resumes_to_the_same_result(cohort, tmp_path):
+    kw = dict(model=TINY, loaders=LOADERS, stages=('aligned',))
+    c = cfg(epochs=3)
+    train_curriculum(c, cohort, tmp_path / 'straight', **kw)
+    with pytest.raises(RuntimeError, match='simulated crash'):
+        train_curriculum(c, cohort, tmp_path / 'crashed', callbacks=[Interrupt()], **kw)
+    assert (tmp_path / 'crashed' / 'aligned' / 'checkpoints' / 'last.ckpt').exists()
+    assert not (tmp_path / 'crashed' / 'aligned' / 'done.json').exists()
+    train_curriculum(c, cohort, tmp_path / 'crashed', **kw)
+    a = load_model(tmp_path / 'straight' / 'aligned').state_dict()
+    b = load_model(tmp_path / 'crashed' / 'aligned').state_dict()
+    for k in a: assert torch.allclose(a[k], b[k], atol=1e-6), k
+    pa = evaluate_run(tmp_path / 'straight', cohort, device='cpu', loaders=LOADERS)
+    pb = evaluate_run(tmp_path / 'crashed', cohort, device='cpu', loaders=LOADERS)
+    pd.testing.assert_frame_equal(pa, pb)
