@@ -55,7 +55,7 @@ class RunConfig(BaseModel):
     image_size: int = Field(64, ge=16, description='radiograph side in pixels')
     volume_size: int = Field(32, ge=16, description='MRI volume side in voxels')
     # training
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(24, ge=1)
     batch_size: int = Field(64, ge=1)
     num_workers: int = Field(0, ge=0)
     precision: str = '32-true'
@@ -70,7 +70,7 @@ class RunConfig(BaseModel):
 
 # %% ../nbs/00_core.ipynb #0010
 PROFILES: dict[str, dict[str, Any]] = {
-    'quick': dict(subjects=1200, n_genes=2000, image_size=64, volume_size=32, epochs=8, batch_size=64,
+    'quick': dict(subjects=1200, n_genes=2000, image_size=64, volume_size=32, epochs=24, batch_size=64,
                   num_workers=0, precision='32-true', n_bootstrap=1000),
     'full': dict(subjects=20000, n_genes=20000, image_size=224, volume_size=96, epochs=60, batch_size=128,
                  num_workers=8, precision='bf16-mixed', n_bootstrap=10000),

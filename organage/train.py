@@ -24,8 +24,8 @@ log = logging.getLogger('organage')
 # %% auto #0
 __all__ = ['log', 'MODEL_PROFILES', 'STAGES', 'LABELS', 'TrainConfig', 'model_config_for', 'split_table', 'preprocess_rna',
            'CohortData', 'EpochSampler', 'SubjectDataModule', 'OrganAgeModule', 'save_weights', 'load_model',
-           'load_weights', 'run_stage', 'train_curriculum', 'predict_dataset', 'evaluate_run', 'results_tables',
-           'fusion_check']
+           'load_weights', 'run_stage', 'train_curriculum', 'predict_dataset', 'split_adata', 'open_run',
+           'evaluate_run', 'results_tables', 'fusion_check']
 
 # %% ../nbs/model/train.ipynb #0006
 class TrainConfig(BaseModel):
@@ -104,7 +104,8 @@ class CohortData:
             from organage.data.preprocess import radiograph_transform, volume_transform
             transforms = {'xray': radiograph_transform(cfg.image_size), 'mri': volume_transform(cfg.volume_size)}
         organs = sorted({o for a in adatas.values() for o in a.obs.organ.astype(str).unique()})
-        self.organs, self.modalities = organs, list(adatas)
+        self.organs, self.modalities, self.adatas = organs, list(adatas), adatas
+        self.folder = None if isinstance(data, dict) else Path(data)  # cohort folder (None for in-memory data)
         self.n_genes = adatas['rna'].n_vars if 'rna' in adatas else 0
         self.ds = {s: SubjectDataset(adatas, organs, self.splits.subject_id[self.splits.split == s].tolist(),
                                      image_size=cfg.image_size, volume_size=cfg.volume_size, cache_gb=tcfg.cache_gb / 3, loaders=loaders, transforms=transforms)
@@ -307,17 +308,32 @@ def predict_dataset(model:OrganAgeModel, ds, modalities=None, batch_size:int=128
             rows += model.predict(batch, modalities)
     return pd.DataFrame(rows, columns=['subject_id', 'organ', 'age', 'mu', 'sigma'])
 
-def evaluate_run(run_dir, # a folder written by `train_curriculum`
-                 data_dir=None, # cohort folder (default: the one recorded in run.json)
-                 device:str='auto', splits:Sequence[str]=('val', 'test'), loaders:dict|None=None) -> pd.DataFrame:
-    "Predict val/test with every trained stage; write predictions, Tables 1-2 and checks; return predictions.csv's table."
+def split_adata(data:CohortData, modality:str, split:str):
+    "The (preprocessed) AnnData of one modality restricted to the subjects of one split."
+    if modality not in data.adatas:
+        raise DataError(f"no {modality!r} data in this run", expected=', '.join(data.adatas), found=modality)
+    a = data.adatas[modality]
+    keep = set(data.splits.subject_id[data.splits.split == split])
+    return a[a.obs.subject_id.astype(str).isin(keep).to_numpy()].copy()
+
+def open_run(run_dir, # a folder written by `train_curriculum`
+             data_dir=None, # cohort folder (default: the one recorded in run.json)
+             device:str='auto', loaders:dict|None=None) -> tuple:
+    "The settings a run was trained with and its data, split and preprocessed as in training: `(cfg, tcfg, CohortData)`."
     run_dir = Path(run_dir)
     rp = run_dir/'run.json'
     if not rp.exists(): raise ConfigError(f"{run_dir}: not a training run folder (no run.json); run `organage train` first")
     rec = json.loads(rp.read_text())
     cfg = RunConfig(**{**rec['run_config'], 'device': device})
     tcfg = TrainConfig(**rec['train_config'])
-    data = CohortData(data_dir if data_dir is not None else rec['data_dir'], cfg, tcfg, run_dir, loaders)
+    return cfg, tcfg, CohortData(data_dir if data_dir is not None else rec['data_dir'], cfg, tcfg, run_dir, loaders)
+
+def evaluate_run(run_dir, # a folder written by `train_curriculum`
+                 data_dir=None, # cohort folder (default: the one recorded in run.json)
+                 device:str='auto', splits:Sequence[str]=('val', 'test'), loaders:dict|None=None) -> pd.DataFrame:
+    "Predict val/test with every trained stage; write predictions, Tables 1-2 and checks; return predictions.csv's table."
+    run_dir = Path(run_dir)
+    cfg, tcfg, data = open_run(run_dir, data_dir, device, loaders)
     dev = pick_device(device)
     frames = []
     for sdir in sorted(p for p in run_dir.iterdir() if (p/'model.safetensors').exists()):
@@ -336,7 +352,7 @@ def evaluate_run(run_dir, # a folder written by `train_curriculum`
     main = allp[(allp.model == 'aligned') & (allp.modality == 'fusion')] if (allp.model == 'aligned').any() else allp[allp.modality == 'fusion']
     pred = main.drop(columns='model').reset_index(drop=True)
     write_csv(pred, run_dir/'predictions.csv')
-    truth = None if isinstance(data_dir, dict) else _read_truth(Path(data_dir or rec['data_dir']))
+    truth = None if data.folder is None else _read_truth(data.folder)
     tables = results_tables(allp, truth)
     for name, t in tables.items(): write_csv(t, run_dir/'tables'/f'{name}.csv')
     return pred

@@ -256,11 +256,14 @@ def fit_intervals(preds:pd.DataFrame, # predictions table (bias-corrected if you
             if method == 'scaling': k = scale * sps.norm.ppf((1 + lv) / 2)
             else:
                 r = int(np.ceil((n + 1) * lv))
-                if r > n:
-                    raise NotEnoughDataError(f"conformal {lv:.0%} interval for {'/'.join(map(str, key))}: "
-                                             f"{n} calibration rows, need at least {int(np.ceil(lv / (1 - lv)))}")
+                if r > n:  # the only interval conformal prediction can guarantee is unbounded
+                    k = np.inf
+                    status = (f"unbounded: conformal {lv:.0%} interval for {'/'.join(map(str, key))} has {n} calibration "
+                              f"rows, needs at least {int(np.ceil(lv / (1 - lv)))}")
+                    logging.getLogger('organage').warning(status)
+                    rows.append(dict(zip(by, key), level=lv, k=k, n=n, scale=scale, status=status)); continue
                 k = score[r - 1]
-            rows.append(dict(zip(by, key), level=lv, k=k, n=n, scale=scale))
+            rows.append(dict(zip(by, key), level=lv, k=k, n=n, scale=scale, status='ok'))
     return IntervalCalibration(method, by, pd.DataFrame(rows))
 
 # %% ../../nbs/evaluate/calibration.ipynb #0029

@@ -103,8 +103,11 @@ def plot_calibrated_by_age_bin(cal:pd.DataFrame, # calibrated predictions: organ
     for dx, o in zip(off, organs):
         d = cal[cal.organ == o]
         b = d.groupby((d['age'] // width) * width + width / 2)[['age', 'mu', 'lo95', 'hi95']].mean()
-        ax.errorbar(b['age'] + dx, b['mu'], yerr=[b['mu'] - b['lo95'], b['hi95'] - b['mu']], fmt='o-', ms=4,
-                    capsize=3, color=organ_colour(o), label=o)
+        if np.isfinite(b[['lo95', 'hi95']].to_numpy()).all():
+            ax.errorbar(b['age'] + dx, b['mu'], yerr=[b['mu'] - b['lo95'], b['hi95'] - b['mu']], fmt='o-', ms=4,
+                        capsize=3, color=organ_colour(o), label=o)
+        else:  # too few calibration subjects: the conformal interval is unbounded, drawn as points only
+            ax.plot(b['age'] + dx, b['mu'], 'o--', ms=4, color=organ_colour(o), label=f'{o} (interval unbounded)')
     lims = [cal['age'].min(), cal['age'].max()]
     ax.plot(lims, lims, 'k--', lw=1, label='identity')
     ax.set(xlabel='chronological age, bin mean (years)', ylabel='calibrated predicted age (years)', title=title)
@@ -146,10 +149,11 @@ def plot_subject_panel(z:pd.DataFrame, # z-score rows of ONE subject: organ, gap
     ax = fig.add_subplot(1, 2, 1)
     y = np.arange(len(z))
     ax.barh(y, z['gap'], color=[organ_colour(o) for o in organs], alpha=0.85)
-    ax.errorbar(z['gap'], y, xerr=[z['gap'] - z['gap_lo'], z['gap_hi'] - z['gap']], fmt='none', ecolor='k', capsize=4,
-                label='calibrated 95% interval')
-    for yi, (g, zz, hi) in enumerate(zip(z['gap'], z['z'], z['gap_hi'])):
-        ax.text(max(hi, g) + 0.5, yi, f'z = {zz:+.2f}', va='center', fontsize=9)
+    fin = np.isfinite(z['gap_lo'].to_numpy(float)) & np.isfinite(z['gap_hi'].to_numpy(float))
+    ax.errorbar(z['gap'][fin], y[fin], xerr=[(z['gap'] - z['gap_lo'])[fin], (z['gap_hi'] - z['gap'])[fin]], fmt='none',
+                ecolor='k', capsize=4, label='calibrated 95% interval')
+    for yi, (g, zz, hi, f) in enumerate(zip(z['gap'], z['z'], z['gap_hi'], fin)):
+        ax.text((max(hi, g) if f else g) + 0.5, yi, f'z = {zz:+.2f}' + ('' if f else ' (interval unbounded)'), va='center', fontsize=9)
     ax.axvline(0, color='k', lw=0.8)
     ax.set_yticks(y, organs); ax.set(xlabel='organ-age gap (years; + = older than chronological age)', title='Organ-age gaps')
     ax.legend(fontsize=8, loc='lower right')
