@@ -130,7 +130,10 @@ def test_bad_tables():
     with pytest.raises(DataError, match='not a table'): check_predictions([1, 2, 3])
     # an organ with too few validation rows is a clear NotEnoughDataError naming it
     small = pd.concat([t, simulate_predictions(n=8, organs=('kidney',), seed=1)])
-    with pytest.raises(NotEnoughDataError, match='kidney'): calibrate(small)
+    with pytest.raises(NotEnoughDataError, match='kidney'): fit_bias_correction(small, strict=True)
+    rep = calibrate(small).bias_report.set_index('organ')   # by default: reported, left uncorrected, run goes on
+    assert rep.loc['kidney', 'status'].startswith('uncorrected: ') and 'need at least 10' in rep.loc['kidney', 'status']
+    assert (rep.drop(index='kidney').status == 'ok').all()
     # conformal needs 19 calibration rows for 95%
     few = linear_table(n=30, noise=2.0)
     ic = fit_intervals(few, levels=(0.95,))

@@ -9,7 +9,7 @@ import pytest
 BIN = Path(sys.executable).parent/'organage'
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ['--set', 'n_genes=300', '--set', 'image_size=32', '--set', 'volume_size=16']
-FAST = ['--set', 'epochs=1', '--set', 'n_bootstrap=200', '--set', 'batch_size=32']
+FAST = ['--set', 'epochs=2', '--set', 'n_bootstrap=200', '--set', 'batch_size=32', '--set', 'subjects=160']
 
 def organage(*args):
     r = subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True, timeout=1500)

@@ -149,8 +149,9 @@ def fit_bias_correction(preds:pd.DataFrame, # predictions table with a `split` c
                         pred:str='mu', # predicted-age column
                         min_n:int=10, # fewer rows in a group is a NotEnoughDataError
                         min_slope:float=0.05, # Cole: a slope below this would blow predictions up
+                        strict:bool=False, # raise on a group that cannot be corrected, instead of leaving it uncorrected
                        ) -> BiasCorrection:
-    "Fit an age-bias correction per group on the `fit_split` rows."
+    "Fit an age-bias correction per group on the `fit_split` rows; groups that cannot be fitted stay uncorrected, with a `status`."
     if method not in ('cole', 'residual'): raise DataError(f"unknown bias method {method!r}", expected="'cole' or 'residual'")
     if method == 'cole': degree = 1
     if degree not in (1, 2, 3): raise DataError(f"degree {degree}", expected='1, 2 or 3')
@@ -161,17 +162,24 @@ def fit_bias_correction(preds:pd.DataFrame, # predictions table with a `split` c
     for key, g in fit.groupby(by, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         name = '/'.join(map(str, key)); age = g['age'].to_numpy(float); mu = g[pred].to_numpy(float)
-        if len(g) < max(min_n, degree + 2):
-            raise NotEnoughDataError(f"bias correction for {name}: {len(g)} {fit_split} rows, need at least {max(min_n, degree + 2)}")
         m, s = age.mean(), age.std()
-        if s == 0: raise NotEnoughDataError(f"bias correction for {name}: every {fit_split} subject has the same age ({m:g})")
-        row = dict(zip(by, key), n=len(g), age_mean=m, age_sd=s)
-        if method == 'cole':
+        row = dict(zip(by, key), n=len(g), age_mean=m, age_sd=s if s > 0 else 1.0, status='ok')
+        identity = dict(slope=1.0, intercept=0.0) if method == 'cole' else {f'c{d}': 0.0 for d in range(degree + 1)}
+        err = None
+        if len(g) < max(min_n, degree + 2):
+            err = NotEnoughDataError(f"bias correction for {name}: {len(g)} {fit_split} rows, need at least {max(min_n, degree + 2)}")
+        elif s == 0: err = NotEnoughDataError(f"bias correction for {name}: every {fit_split} subject has the same age ({m:g})")
+        elif method == 'cole':
             slope, intercept = np.polyfit(age, mu, 1)
             if slope < min_slope:
-                raise DataError(f"bias correction for {name}: predicted age barely depends on age", where=f'{fit_split} split',
+                err = DataError(f"bias correction for {name}: predicted age barely depends on age", where=f'{fit_split} split',
                                 expected=f'slope of mu on age >= {min_slope}', found=f'{slope:.3g}')
-            row.update(slope=slope, intercept=intercept)
+            else: row.update(slope=slope, intercept=intercept)
+        if err is not None:
+            if strict: raise err
+            logging.getLogger('organage').warning(f"{err}; left uncorrected")
+            rows.append({**row, **identity, 'status': f'uncorrected: {err}'}); continue
+        if method == 'cole': pass
         else:
             t = (age - m) / s
             coefs = np.polynomial.polynomial.polyfit(t, mu - age, degree)
@@ -191,6 +199,7 @@ def bias_report(corrected:pd.DataFrame, # output of `BiasCorrection.apply`
                 split:str|None='test', # evaluate on these rows
                 by:str|list='organ', # one row per group
                 pred:str='mu', # corrected column (the raw one is `<pred>_raw`)
+                status:pd.DataFrame|None=None, # `BiasCorrection.params`: adds each group's fit status
                ) -> pd.DataFrame:
     "Per group: N, then MAE, RMSE, R2, mean gap and gap-age correlation, uncorrected (`_raw`) and corrected."
     by = _by(by)
@@ -205,7 +214,9 @@ def bias_report(corrected:pd.DataFrame, # output of `BiasCorrection.apply`
         row = dict(zip(by, key), n=len(g))
         for k in raw: row[f'{k}_raw'] = raw[k]; row[k] = cor[k]
         rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if status is not None: out = out.merge(status[by + ['status']], on=by, how='left')
+    return out
 
 # %% ../../nbs/evaluate/calibration.ipynb #0025
 LEVELS = (0.5, 0.8, 0.9, 0.95)
@@ -367,5 +378,5 @@ def calibrate(preds:pd.DataFrame, # predictions table (contract columns)
     ic = fit_intervals(cor, intervals, tuple(sorted(set(levels) | {0.95})), fit_split, by)
     cor['gap'] = organ_gap(cor)
     cor['lo95'], cor['hi95'] = ic.interval(cor, 0.95)
-    return CalibrationResult(cor, bc, ic, bias_report(cor, split, by) if bc else None,
+    return CalibrationResult(cor, bc, ic, bias_report(cor, split, by, status=bc.params) if bc else None,
                              coverage_table(cor, ic, split, groups), organ_zscores(cor, ic, 0.95, fit_split, split))

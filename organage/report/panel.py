@@ -22,7 +22,7 @@ def read_predictions(run_dir:str|os.PathLike) -> pd.DataFrame:
     return preds.reset_index(drop=True)
 
 def subject_zscores(preds:pd.DataFrame, # predictions table (contract columns, with val and test splits)
-                    bias:str|None='cole', # age-bias correction fitted on validation ('cole', 'residual', None)
+                    bias:str|None='residual', # age-bias correction fitted on validation ('cole', 'residual', None)
                     intervals:str='conformal', # interval calibration fitted on validation
                    ) -> pd.DataFrame:
     "Calibrate on the validation split and return gaps, 95% intervals and z-scores for every row."
