@@ -77,7 +77,7 @@ lab: $(STAMP)
 ## Benchmarks (speed, memory) into reports/bench/.
 bench: $(STAMP)
 	@mkdir -p reports/bench
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf _docs _proc reports/quick reports/full reports/bench
