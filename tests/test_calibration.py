@@ -134,6 +134,12 @@ def test_bad_tables():
     rep = calibrate(small).bias_report.set_index('organ')   # by default: reported, left uncorrected, run goes on
     assert rep.loc['kidney', 'status'].startswith('uncorrected: ') and 'need at least 10' in rep.loc['kidney', 'status']
     assert (rep.drop(index='kidney').status == 'ok').all()
+    # an organ with no validation rows at all: uncorrected, unbounded intervals, still in every table
+    none = pd.concat([t, simulate_predictions(n=30, organs=('spleen',), seed=2).assign(split='test')])
+    r = calibrate(none)
+    st = r.bias_report.set_index('organ').loc['spleen', 'status']; assert st.startswith('uncorrected: ') and '0 val rows' in st
+    sp = r.predictions[r.predictions.organ == 'spleen']
+    assert np.isinf(sp.hi95).all() and (sp.mu == sp.mu_raw).all()
     # conformal needs 19 calibration rows for 95%
     few = linear_table(n=30, noise=2.0)
     ic = fit_intervals(few, levels=(0.95,))

@@ -85,6 +85,12 @@ def check_predictions(preds:pd.DataFrame, # a predictions table
 # %% ../../nbs/evaluate/calibration.ipynb #0012
 def _by(by) -> list[str]: return [by] if isinstance(by, str) else list(by)
 
+def _every_group(preds, sub, by):
+    "(key, rows of `sub`) for every group of `preds`, including groups with no rows in `sub`."
+    parts = dict(iter(sub.groupby(by, sort=True)))
+    for key, _ in preds.groupby(by, sort=True):  # iteration keys: tuples for a list `by`, as in `parts`
+        yield key, parts.get(key, sub.iloc[:0])
+
 def _split_rows(preds, split, name='predictions'):
     if split is None: return preds
     if 'split' not in preds.columns:
@@ -159,10 +165,10 @@ def fit_bias_correction(preds:pd.DataFrame, # predictions table with a `split` c
     check_predictions(preds, columns=tuple(by) + ('age',), numeric=(pred,))
     fit = _split_rows(preds, fit_split)
     rows = []
-    for key, g in fit.groupby(by, sort=True):
+    for key, g in _every_group(preds, fit, by):  # a group with no fit rows is reported, not lost
         key = key if isinstance(key, tuple) else (key,)
         name = '/'.join(map(str, key)); age = g['age'].to_numpy(float); mu = g[pred].to_numpy(float)
-        m, s = age.mean(), age.std()
+        m, s = (age.mean(), age.std()) if len(age) else (np.nan, 0.0)
         row = dict(zip(by, key), n=len(g), age_mean=m, age_sd=s if s > 0 else 1.0, status='ok')
         identity = dict(slope=1.0, intercept=0.0) if method == 'cole' else {f'c{d}': 0.0 for d in range(degree + 1)}
         err = None
@@ -258,12 +264,16 @@ def fit_intervals(preds:pd.DataFrame, # predictions table (bias-corrected if you
     check_predictions(preds, columns=tuple(by) + ('age',), numeric=(pred,), sigma=True)
     cal = _split_rows(preds, cal_split)
     rows = []
-    for key, g in cal.groupby(by, sort=True):
+    for key, g in _every_group(preds, cal, by):
         key = key if isinstance(key, tuple) else (key,)
         score = np.sort(np.abs(g['age'].to_numpy(float) - g[pred].to_numpy(float)) / g['sigma'].to_numpy(float))
-        n = len(score); scale = np.sqrt(np.mean(score**2))
+        n = len(score); scale = np.sqrt(np.mean(score**2)) if n else np.nan
         for lv in levels:
             if not 0 < lv < 1: raise DataError(f"level {lv}", expected='between 0 and 1')
+            if n == 0:
+                status = f"unbounded: no {cal_split} rows for {'/'.join(map(str, key))} to calibrate on"
+                logging.getLogger('organage').warning(status)
+                rows.append(dict(zip(by, key), level=lv, k=np.inf, n=0, scale=scale, status=status)); continue
             if method == 'scaling': k = scale * sps.norm.ppf((1 + lv) / 2)
             else:
                 r = int(np.ceil((n + 1) * lv))
