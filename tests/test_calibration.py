@@ -140,6 +140,8 @@ def test_bad_tables():
     st = r.bias_report.set_index('organ').loc['spleen', 'status']; assert st.startswith('uncorrected: ') and '0 val rows' in st
     sp = r.predictions[r.predictions.organ == 'spleen']
     assert np.isinf(sp.hi95).all() and (sp.mu == sp.mu_raw).all()
+    sp = calibrate(none, bias='residual', degree=2).predictions.query("organ == 'spleen'")
+    assert np.isfinite(sp.mu).all() and (sp.mu == sp.mu_raw).all()
     # conformal needs 19 calibration rows for 95%
     few = linear_table(n=30, noise=2.0)
     ic = fit_intervals(few, levels=(0.95,))

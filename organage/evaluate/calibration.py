@@ -168,7 +168,7 @@ def fit_bias_correction(preds:pd.DataFrame, # predictions table with a `split` c
     for key, g in _every_group(preds, fit, by):  # a group with no fit rows is reported, not lost
         key = key if isinstance(key, tuple) else (key,)
         name = '/'.join(map(str, key)); age = g['age'].to_numpy(float); mu = g[pred].to_numpy(float)
-        m, s = (age.mean(), age.std()) if len(age) else (np.nan, 0.0)
+        m, s = (age.mean(), age.std()) if len(age) else (0.0, 0.0)  # finite even when empty: identity stays identity
         row = dict(zip(by, key), n=len(g), age_mean=m, age_sd=s if s > 0 else 1.0, status='ok')
         identity = dict(slope=1.0, intercept=0.0) if method == 'cole' else {f'c{d}': 0.0 for d in range(degree + 1)}
         err = None
