@@ -31,7 +31,7 @@ def paper(cohort, tmp_path_factory):
 def test_outputs_and_manifest(paper):
     for sub in ('tables', 'figures', 'notebooks'): assert any((paper/sub).iterdir()), sub
     m = json.loads((paper/'manifest.json').read_text())
-    assert m['params']['epochs'] == 1 and m['params']['seed'] == 3
+    assert m['params']['epochs'] == 2 and m['params']['seed'] == 3 and m['params']['subjects'] == 160
     assert m['data']['cohort']['files'] > 0 and len(m['data']['cohort']['sha256']) == 64
     nbs = sorted(p.name for p in (ROOT/'nbs'/'paper').glob('*.ipynb'))
     assert sorted(p.name for p in (paper/'notebooks').glob('*.ipynb')) == nbs
@@ -48,6 +48,18 @@ def test_cohort_table_matches_truth(paper, cohort):
     assert mri.organ == 'brain' and 20 <= mri.age_min <= mri.age_max <= 87
     assert set(t.query("modality == 'rna'")['organ']) <= set(truth['organ'])
     assert (t['female'] + t['male'] == t['observations']).all()
+
+def test_paper_tables_say_what_the_run_did(paper, cohort):
+    t1 = pd.read_csv(paper/'tables'/'table1_ablation.csv')
+    assert {'RNA only', 'X-ray only', 'MRI only', 'Naive fusion', 'Aligned fusion'} <= set(t1.configuration)
+    assert (t1.N > 0).all() and (t1.MAE > 0).all() and (t1.MSE >= t1.MAE ** 2 - 1e-9).all()  # Jensen: MSE >= MAE^2
+    preds = pd.read_csv(paper.parent/'quick'/'run'/'predictions.csv', dtype={'subject_id': str})
+    t3 = pd.read_csv(paper/'tables'/'table3_by_organ.csv')
+    test = preds[preds.split == 'test']
+    assert t3.set_index('organ')['n'].sort_index().to_dict() == test.groupby('organ').size().sort_index().to_dict()
+    rec = pd.read_csv(paper/'tables'/'truth_gap_recovery.csv')
+    truth = pd.read_csv(cohort/'truth.csv', dtype={'subject_id': str})
+    assert set(rec.organ) <= set(truth.organ) and rec.N.sum() == len(test)
 
 
 # ---- the docs site, built from the executed notebooks above, in headless Chromium ----
