@@ -56,7 +56,12 @@ def test_paper_tables_say_what_the_run_did(paper, cohort):
     preds = pd.read_csv(paper.parent/'quick'/'run'/'predictions.csv', dtype={'subject_id': str})
     t3 = pd.read_csv(paper/'tables'/'table3_by_organ.csv')
     test = preds[preds.split == 'test']
+    t3 = t3[t3.n > 0]
     assert t3.set_index('organ')['n'].sort_index().to_dict() == test.groupby('organ').size().sort_index().to_dict()
+    ok = t3[t3.status == 'ok'].set_index('organ')   # uncorrected MAE is the test predictions' own MAE
+    mae = (test.mu - test.age).abs().groupby(test.organ).mean()
+    assert ((ok['mae'] - mae[ok.index]).abs() < 1e-9).all()
+    assert ((ok.mae_ci_low <= ok.mae) & (ok.mae <= ok.mae_ci_high)).all()
     rec = pd.read_csv(paper/'tables'/'truth_gap_recovery.csv')
     truth = pd.read_csv(cohort/'truth.csv', dtype={'subject_id': str})
     assert set(rec.organ) <= set(truth.organ) and rec.N.sum() == len(test)
