@@ -70,7 +70,7 @@ def reproduce(cfg:RunConfig, # settings (profile, seed, device, sizes, ...)
     if out_root.exists() and not out_root.is_dir(): raise ConfigError(f"--out {out_root}: is a file, expected a folder")
     run_dir = out_root/cfg.profile
     nbs = list_paper_notebooks(notebooks, only)
-    cfg = cfg.model_copy(update={'device': pick_device(cfg.device) if cfg.device != 'auto' else 'auto'})
+    if cfg.device == 'cuda': pick_device('cuda')  # fail now, not inside a notebook, when no GPU is visible
     man = RunManifest('reproduce', params=cfg.model_dump())
     if data_dir is None:
         data_dir = Path(cfg.data_dir)/cfg.profile
