@@ -66,7 +66,7 @@ def cmd_reproduce(a):
         from organage.core import ConfigError
         raise ConfigError(f"--data {a.data}: data folder not found")
     from organage.reproduce import reproduce
-    run_dir = reproduce(cfg, a.data, out, a.notebooks, a.only)
+    run_dir = reproduce(cfg, a.data, out, a.notebooks, a.only, progress=not a.no_progress)
     print(f"reports written to {run_dir}")
 
 # %% ../nbs/cli.ipynb #0008
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--out', default=None, help='reports root (default: reports)')
     r.add_argument('--notebooks', default=None, help='folder of paper notebooks (default: nbs/paper)')
     r.add_argument('--only', action='append', default=None, help='run only notebooks whose name contains this')
+    r.add_argument('--no-progress', action='store_true', help='no progress bars (logs, CI)')
     r.set_defaults(func=cmd_reproduce)
     t = sub.add_parser('train', help='train the staged curriculum into a run folder')
     _profile_args(t)

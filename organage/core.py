@@ -11,9 +11,10 @@ from typing import Any, Literal, Iterator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # %% auto #0
-__all__ = ['PROFILES', 'MANIFEST_PACKAGES', 'OrganageError', 'ConfigError', 'DataError', 'NotEnoughDataError', 'RunConfig',
-           'parse_overrides', 'load_config', 'seed_everything', 'pick_device', 'atomic_write', 'atomic_path',
-           'write_json', 'write_csv', 'save_figure', 'package_versions', 'git_state', 'fingerprint', 'RunManifest']
+__all__ = ['PROFILES', 'PROGRESS_FILE_ENV', 'PROGRESS_ENV', 'MANIFEST_PACKAGES', 'OrganageError', 'ConfigError', 'DataError',
+           'NotEnoughDataError', 'RunConfig', 'parse_overrides', 'load_config', 'seed_everything', 'pick_device',
+           'atomic_write', 'atomic_path', 'write_json', 'write_csv', 'save_figure', 'progress', 'package_versions',
+           'git_state', 'fingerprint', 'RunManifest']
 
 # %% ../nbs/00_core.ipynb #0006
 class OrganageError(Exception):
@@ -59,6 +60,8 @@ class RunConfig(BaseModel):
     batch_size: int = Field(64, ge=1)
     num_workers: int = Field(0, ge=0)
     precision: str = '32-true'
+    deterministic: bool = Field(False, description='torch deterministic algorithms, for identical reruns on a GPU '
+                                '(slower; CPU runs are deterministic already)')
     # statistics
     n_bootstrap: int = Field(1000, ge=100)
     ci_level: float = Field(0.95, gt=0, lt=1)
@@ -196,6 +199,49 @@ def save_figure(fig, path, dpi:int=150, **kw) -> Path:
     return path
 
 # %% ../nbs/00_core.ipynb #0022
+PROGRESS_FILE_ENV, PROGRESS_ENV = 'ORGANAGE_PROGRESS_FILE', 'ORGANAGE_PROGRESS'
+
+def _relay_tqdm():
+    from tqdm.std import tqdm
+    class RelayBar(tqdm):
+        "A tqdm that draws nothing itself and appends its state to the relay file as JSON lines."
+        def __init__(self, *args, relay:str, **kwargs):
+            self._relay = open(relay, 'a', encoding='utf-8')
+            super().__init__(*args, file=open(os.devnull, 'w'), **kwargs)
+        def display(self, msg=None, pos=None):
+            if getattr(self, '_closed', False): return True
+            d = self.format_dict
+            self._send(desc=d['prefix'] or '', n=d['n'], total=d['total'], postfix=d['postfix'] or '', unit=d['unit'])
+            return True
+        def _send(self, **state):
+            if self._relay.closed: return
+            try: self._relay.write(json.dumps(dict(bar=f'{os.getpid()}:{id(self)}', **state)) + '\n'); self._relay.flush()
+            except OSError: pass
+        def close(self):
+            if not self.disable: self.display(); self._send(closed=True)
+            self._closed = True
+            super().close(); self._relay.close(); self.fp.close()
+    return RelayBar
+
+def progress(iterable=None, # what to iterate over (or None and call `update`)
+             desc:str|None=None, # what the bar counts, e.g. 'aligned: epoch'
+             total:int|None=None, # number of steps when `iterable` has no length
+             disable:bool=False, # no bar at all
+             **kwargs): # more tqdm arguments (unit, leave, ...)
+    "A tqdm bar: in the notebook when interactive, relayed to `organage reproduce`'s terminal under papermill."
+    relay, mode = os.environ.get(PROGRESS_FILE_ENV), os.environ.get(PROGRESS_ENV, 'on')
+    if disable or mode == 'off':
+        from tqdm.std import tqdm
+        return tqdm(iterable, desc=desc, total=total, disable=True, **kwargs)
+    if relay:
+        try: return _relay_tqdm()(iterable, desc=desc, total=total, relay=relay, **kwargs)
+        except OSError: pass   # relay file gone: a bar is never worth failing a run for
+        from tqdm.std import tqdm
+        return tqdm(iterable, desc=desc, total=total, disable=True, **kwargs)
+    from tqdm.auto import tqdm
+    return tqdm(iterable, desc=desc, total=total, **kwargs)
+
+# %% ../nbs/00_core.ipynb #0025
 MANIFEST_PACKAGES = ('organage', 'numpy', 'pandas', 'scipy', 'torch', 'lightning', 'anndata', 'scanpy', 'monai',
                      'captum', 'pydeseq2', 'statsmodels', 'pingouin', 'umap-learn', 'scikit-learn', 'papermill', 'nbdev')
 
@@ -229,7 +275,7 @@ def fingerprint(path:str|os.PathLike, pattern:str='**/*') -> dict:
             for chunk in iter(lambda: fh.read(1 << 20), b''): h.update(chunk)
     return {'path': str(p), 'files': len(files), 'sha256': h.hexdigest()}
 
-# %% ../nbs/00_core.ipynb #0023
+# %% ../nbs/00_core.ipynb #0026
 @dataclass
 class RunManifest:
     "Collects what a run did; `write` puts it beside the outputs as `manifest.json`."

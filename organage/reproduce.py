@@ -4,13 +4,14 @@
 
 # %% ../nbs/reproduce.ipynb #0003
 from __future__ import annotations
-import json, os, shutil, time
+import contextlib, json, os, shutil, threading, time
 from pathlib import Path
-from .core import (RunConfig, RunManifest, OrganageError, ConfigError, fingerprint, pick_device)
+from .core import (RunConfig, RunManifest, OrganageError, ConfigError, fingerprint, pick_device,
+                           PROGRESS_FILE_ENV, PROGRESS_ENV)
 
 # %% auto #0
-__all__ = ['NotebookFailed', 'paper_dir', 'list_paper_notebooks', 'notebook_parameters', 'run_notebook', 'reproduce',
-           'PaperOutputs']
+__all__ = ['NotebookFailed', 'paper_dir', 'list_paper_notebooks', 'notebook_parameters', 'run_notebook', 'TerminalBars',
+           'environ', 'reproduce', 'PaperOutputs']
 
 # %% ../nbs/reproduce.ipynb #0005
 class NotebookFailed(OrganageError):
@@ -38,7 +39,9 @@ def notebook_parameters(cfg:RunConfig, data_dir:Path, run_dir:Path) -> dict:
                 device=cfg.device, n_bootstrap=cfg.n_bootstrap, config=cfg.model_dump())
 
 # %% ../nbs/reproduce.ipynb #0008
-def run_notebook(nb:Path, out_dir:Path, parameters:dict, kernel_name:str|None=None) -> Path:
+def run_notebook(nb:Path, out_dir:Path, parameters:dict, kernel_name:str|None=None,
+                 progress:bool=False, # show a bar over the notebook's cells
+                ) -> Path:
     "Execute one notebook with papermill into `out_dir`; on error raise `NotebookFailed` and keep `<name>.failed.ipynb`."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -46,7 +49,11 @@ def run_notebook(nb:Path, out_dir:Path, parameters:dict, kernel_name:str|None=No
     final, partial = out_dir/nb.name, out_dir/f'.{nb.stem}.running.ipynb'
     try:
         pm.execute_notebook(str(nb), str(partial), parameters=parameters, kernel_name=kernel_name,
-                            progress_bar=False, cwd=str(out_dir))
+                            progress_bar=dict(desc=f'  {nb.stem}', position=1, leave=False) if progress else False,
+                            cwd=str(out_dir),
+                            # the kernel's own warnings (e.g. "running over TCP without encryption" on loopback)
+                            # would land between the bars; errors still show
+                            extra_arguments=['--IPKernelApp.log_level=ERROR'])
     except PapermillExecutionError as e:
         failed = out_dir/f'{nb.stem}.failed.ipynb'
         if partial.exists(): os.replace(partial, failed)
@@ -56,13 +63,75 @@ def run_notebook(nb:Path, out_dir:Path, parameters:dict, kernel_name:str|None=No
     os.replace(partial, final)
     return final
 
-# %% ../nbs/reproduce.ipynb #0009
+# %% ../nbs/reproduce.ipynb #0010
+class TerminalBars:
+    "Follow a progress relay file and draw the newest open bar with tqdm at `position`."
+    def __init__(self, path:Path, position:int=2, interval:float=0.2, file=None):
+        self.path, self.position, self.interval, self.file = Path(path).resolve(), position, interval, file
+        self.open: dict[str, dict] = {}   # bar id -> its last state, oldest first
+        self.bar, self.shown, self._offset, self._stop = None, None, 0, threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True); self.path.write_text('')
+        self._thread.start(); return self
+
+    def __exit__(self, *exc):
+        self._stop.set(); self._thread.join(); self.poll()
+        if self.bar is not None: self.bar.close()
+        self.path.unlink(missing_ok=True)
+
+    def _follow(self):
+        while not self._stop.wait(self.interval): self.poll()
+
+    def poll(self):
+        "Read the lines written since the last poll and redraw."
+        try:
+            with open(self.path, 'rb') as f:
+                f.seek(self._offset); chunk = f.read()
+        except OSError: return                # a display channel: losing it must not stop the run
+        end = chunk.rfind(b'\n') + 1          # a half-written last line waits for the next poll
+        self._offset += end
+        for line in chunk[:end].splitlines():
+            try: ev = json.loads(line)
+            except ValueError: continue      # not ours: the file is only a display channel
+            if ev.get('closed'): self.open.pop(ev['bar'], None)
+            else: self.open[ev['bar']] = ev
+        self._draw()
+
+    def _draw(self):
+        if not self.open: return
+        bid, st = next(reversed(self.open.items()))
+        if self.bar is None:
+            from tqdm.std import tqdm
+            self.bar = tqdm(total=st['total'], desc=f"    {st['desc']}", position=self.position, leave=False,
+                            unit=st.get('unit', 'it'), file=self.file)
+        if bid != self.shown:
+            self.bar.reset(total=st['total']); self.bar.set_description(f"    {st['desc']}", refresh=False)
+            self.bar.unit = st.get('unit', 'it'); self.shown = bid
+        self.bar.set_postfix_str(st.get('postfix', ''), refresh=False)
+        self.bar.update(st['n'] - self.bar.n); self.bar.refresh()
+
+# %% ../nbs/reproduce.ipynb #0013
+@contextlib.contextmanager
+def environ(**values:str|None):
+    "Set (or with None, unset) environment variables inside the block; restore them after."
+    old = {k: os.environ.get(k) for k in values}
+    def put(vals):
+        for k, v in vals.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+    put(values)
+    try: yield
+    finally: put(old)
+
+# %% ../nbs/reproduce.ipynb #0015
 def reproduce(cfg:RunConfig, # settings (profile, seed, device, sizes, ...)
               data_dir:str|os.PathLike|None=None, # cohort folder; None = the simulated default, made if missing
               out_dir:str|os.PathLike|None=None, # reports root; outputs go to <out_dir>/<profile>
               notebooks:str|os.PathLike|None=None, # folder of paper notebooks (default nbs/paper)
               only:list[str]|None=None, # run only notebooks whose name contains one of these
-              progress:bool=True, # show a progress bar over notebooks
+              progress:bool=True, # bars over notebooks, their cells and long steps inside them
              ) -> Path:
     "Run the paper: simulate the default cohort if needed, execute each paper notebook, write the manifest."
     from tqdm.auto import tqdm
@@ -85,18 +154,21 @@ def reproduce(cfg:RunConfig, # settings (profile, seed, device, sizes, ...)
     with man.timer('fingerprint'): man.data['cohort'] = fingerprint(data_dir)
     params = notebook_parameters(cfg, data_dir, run_dir.resolve())
     bar = tqdm(nbs, desc='paper notebooks', unit='nb', disable=not progress)
+    relay = (run_dir/'notebooks'/'.progress.jsonl').resolve()   # absolute: papermill changes the working folder
+    env = {PROGRESS_FILE_ENV: str(relay), PROGRESS_ENV: None} if progress else {PROGRESS_FILE_ENV: None, PROGRESS_ENV: 'off'}
     try:
-        for nb in bar:
-            bar.set_postfix_str(nb.stem)
-            with man.timer(f'notebook:{nb.stem}'):
-                man.outputs.append(str(run_notebook(nb, run_dir/'notebooks', params).relative_to(run_dir)))
+        with environ(**env), (TerminalBars(relay) if progress else contextlib.nullcontext()):
+            for nb in bar:
+                bar.set_postfix_str(nb.stem)
+                with man.timer(f'notebook:{nb.stem}'):
+                    man.outputs.append(str(run_notebook(nb, run_dir/'notebooks', params, progress=progress).relative_to(run_dir)))
     finally:
         man.outputs += sorted(str(p.relative_to(run_dir)) for sub in ('tables', 'figures')
                               for p in (run_dir/sub).glob('*') if p.is_file())
         man.write(run_dir)
     return run_dir
 
-# %% ../nbs/reproduce.ipynb #0011
+# %% ../nbs/reproduce.ipynb #0017
 class PaperOutputs:
     "Write a paper notebook's tables (`tables/NAME.csv`) and figures (`figures/NAME.png`) under `run_dir`."
     def __init__(self, run_dir:str|os.PathLike):

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Sampler
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, EarlyStopping
 from lightning.pytorch.loggers import CSVLogger
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from .core import RunConfig, ConfigError, DataError, write_csv, write_json, seed_everything, pick_device
 from .model.fusion import ModelConfig, OrganAgeModel
 from .data.datasets import SubjectDataset, collate_subjects
@@ -24,7 +24,7 @@ log = logging.getLogger('organage')
 # %% auto #0
 __all__ = ['log', 'MODEL_PROFILES', 'STAGES', 'LABELS', 'TrainConfig', 'model_config_for', 'split_table', 'preprocess_rna',
            'CohortData', 'EpochSampler', 'SubjectDataModule', 'OrganAgeModule', 'save_weights', 'load_model',
-           'load_weights', 'run_stage', 'train_curriculum', 'predict_dataset', 'split_adata', 'open_run',
+           'load_weights', 'EpochBar', 'run_stage', 'train_curriculum', 'predict_dataset', 'split_adata', 'open_run',
            'evaluate_run', 'results_tables', 'fusion_check']
 
 # %% ../nbs/model/train.ipynb #0006
@@ -39,7 +39,7 @@ class TrainConfig(BaseModel):
     devices: int | str = 'auto'
     num_nodes: int = 1
     strategy: str = 'auto'
-    progress: bool = False
+    progress: bool = True     # one bar per stage counting epochs (organage.core.progress); Lightning's batch bar stays off
     log_every_n_steps: int = 10
     val_fraction: float = 0.15
     test_fraction: float = 0.15
@@ -201,15 +201,32 @@ def load_weights(model:OrganAgeModel, folder, prefixes:Sequence[str]|None=None, 
     return model
 
 # %% ../nbs/model/train.ipynb #0019
+class EpochBar(L.Callback):
+    "A bar over a stage's epochs showing `train_loss` and `val_mae` (rank 0 only)."
+    def __init__(self, desc:str): self.desc, self.bar = desc, None
+    def on_train_start(self, trainer, pl_module):
+        if not trainer.is_global_zero: return
+        from organage.core import progress
+        self.bar = progress(desc=self.desc, total=trainer.max_epochs, initial=trainer.current_epoch, unit='epoch', leave=False)
+    def on_train_epoch_end(self, trainer, pl_module):   # runs after the epoch's validation
+        if self.bar is None: return
+        m = trainer.callback_metrics
+        self.bar.set_postfix_str(' '.join(f'{k}={float(m[k]):.2f}' for k in ('train_loss', 'val_mae') if k in m), refresh=False)
+        self.bar.update(1)
+    def on_train_end(self, trainer, pl_module):
+        if self.bar is not None: self.bar.close(); self.bar = None
+    def on_exception(self, trainer, pl_module, exc): self.on_train_end(trainer, pl_module)
+
+# %% ../nbs/model/train.ipynb #0020
 def _trainer_kwargs(cfg:RunConfig, tcfg:TrainConfig) -> dict:
-    "Lightning Trainer arguments. Torch's deterministic mode stays off: CPU kernels used here are deterministic, and it would fill new tensors with NaN (2x slower small CNNs)."
+    "Lightning Trainer arguments. Torch's deterministic mode is off unless asked for: the CPU kernels used here are deterministic already, and it fills new tensors with NaN (2x slower small CNNs)."
     dev = pick_device(cfg.device)
     precision = cfg.precision
     if dev == 'cpu' and 'bf16' in precision or dev == 'cpu' and '16' in precision:
         log.info("precision %s requested on CPU: training in 32-bit", precision); precision = '32-true'
     return dict(accelerator='gpu' if dev == 'cuda' else 'cpu', devices=tcfg.devices if dev == 'cuda' else 1,
                 num_nodes=tcfg.num_nodes, strategy=tcfg.strategy, precision=precision,
-                deterministic=False, enable_progress_bar=tcfg.progress, enable_model_summary=False,
+                deterministic='warn' if cfg.deterministic else False, enable_progress_bar=False, enable_model_summary=False,
                 gradient_clip_val=tcfg.grad_clip, log_every_n_steps=tcfg.log_every_n_steps)
 
 def run_stage(name:str, # stage folder name, e.g. 'unimodal_rna'
@@ -232,7 +249,8 @@ def run_stage(name:str, # stage folder name, e.g. 'unimodal_rna'
     stop = EarlyStopping('val_mae', patience=tcfg.patience, mode='min')
     epochs = tcfg.stage_epochs.get(name, tcfg.stage_epochs.get(name.split('_')[0], cfg.epochs))
     trainer = L.Trainer(max_epochs=epochs, default_root_dir=sdir, logger=CSVLogger(sdir, name='logs', version=''),
-                        callbacks=[ckpt, stop, *(callbacks or [])], **_trainer_kwargs(cfg, tcfg))
+                        callbacks=[ckpt, stop, *([EpochBar(f'{name}: epochs')] if tcfg.progress else []), *(callbacks or [])],
+                        **_trainer_kwargs(cfg, tcfg))
     last = sdir/'checkpoints'/'last.ckpt'
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=last if last.exists() else None, weights_only=True if last.exists() else None)
@@ -250,11 +268,11 @@ def run_stage(name:str, # stage folder name, e.g. 'unimodal_rna'
     trainer.strategy.barrier()   # later stages warm-start from these files on every rank
     return info
 
-# %% ../nbs/model/train.ipynb #0021
+# %% ../nbs/model/train.ipynb #0022
 STAGES = ('unimodal', 'naive', 'aligned')
 
 def _run_record(cfg, tcfg, mcfg, data_dir) -> dict:
-    keep = {k: v for k, v in cfg.model_dump().items() if k not in ('device', 'num_workers', 'out_dir', 'data_dir')}
+    keep = {k: v for k, v in cfg.model_dump().items() if k not in ('device', 'num_workers', 'out_dir', 'data_dir', 'deterministic')}
     t = {k: v for k, v in tcfg.model_dump().items() if k not in ('devices', 'num_nodes', 'strategy', 'progress', 'cache_gb')}
     return {'run_config': keep, 'train_config': t, 'model_config': mcfg.model_dump(), 'data_dir': '<in memory>' if isinstance(data_dir, dict) else str(Path(data_dir).resolve())}
 
@@ -295,7 +313,7 @@ def train_curriculum(cfg:RunConfig, # shared settings (epochs, batch size, sizes
     write_json({'stages': out, 'train_seconds': round(time.perf_counter() - t0, 2)}, run_dir/'train_summary.json')
     return out
 
-# %% ../nbs/model/train.ipynb #0023
+# %% ../nbs/model/train.ipynb #0024
 @torch.no_grad()
 def predict_dataset(model:OrganAgeModel, ds, modalities=None, batch_size:int=128, device:str='cpu') -> pd.DataFrame:
     "Predict every subject of `ds`: one row per (subject, organ) the used modalities observe."
@@ -324,8 +342,14 @@ def open_run(run_dir, # a folder written by `train_curriculum`
     rp = run_dir/'run.json'
     if not rp.exists(): raise ConfigError(f"{run_dir}: not a training run folder (no run.json); run `organage train` first")
     rec = json.loads(rp.read_text())
-    cfg = RunConfig(**{**rec['run_config'], 'device': device})
-    tcfg = TrainConfig(**rec['train_config'])
+    try:
+        cfg = RunConfig(**{**rec['run_config'], 'device': device})
+        tcfg = TrainConfig(**rec['train_config'])
+    except (ValidationError, KeyError) as e:
+        what = ('; '.join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+                if isinstance(e, ValidationError) else f'no {e} section')
+        raise ConfigError(f"{rp}: settings this organage cannot read (written by another version?): {what}; "
+                          "retrain into a new run folder") from None
     return cfg, tcfg, CohortData(data_dir if data_dir is not None else rec['data_dir'], cfg, tcfg, run_dir, loaders)
 
 def evaluate_run(run_dir, # a folder written by `train_curriculum`
@@ -361,7 +385,7 @@ def _read_truth(data_dir:Path):
     p = data_dir/'truth.csv'
     return pd.read_csv(p, dtype={'subject_id': str}) if p.exists() else None
 
-# %% ../nbs/model/train.ipynb #0025
+# %% ../nbs/model/train.ipynb #0026
 LABELS = {'unimodal_rna': 'RNA only', 'unimodal_xray': 'X-ray only', 'unimodal_mri': 'MRI only', 'naive': 'Naive fusion', 'aligned': 'Aligned fusion'}
 
 def _metrics(d:pd.DataFrame) -> dict:

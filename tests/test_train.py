@@ -160,3 +160,41 @@ def test_interrupted_run_resumes_to_the_same_result(cohort, tmp_path):
     pa = evaluate_run(tmp_path / 'straight', cohort, device='cpu', loaders=LOADERS)
     pb = evaluate_run(tmp_path / 'crashed', cohort, device='cpu', loaders=LOADERS)
     pd.testing.assert_frame_equal(pa, pb)
+
+
+def test_each_stage_shows_an_epoch_bar_with_its_metrics(cohort, tmp_path, monkeypatch):
+    "Under `organage reproduce` the bars go to the relay file: one per stage, counting epochs, with loss and val MAE."
+    relay = tmp_path / 'bars.jsonl'
+    monkeypatch.setenv('ORGANAGE_PROGRESS_FILE', str(relay))
+    train_curriculum(cfg(epochs=2), cohort, tmp_path / 'run', model=TINY, loaders=LOADERS, stages=('unimodal', 'naive'))
+    bars = {}
+    for line in relay.read_text().splitlines():
+        e = json.loads(line); bars.setdefault(e['bar'], []).append(e)
+    descs = [v[0]['desc'] for v in bars.values()]
+    assert sorted(descs[:-1]) == ['unimodal_mri: epochs', 'unimodal_rna: epochs', 'unimodal_xray: epochs']
+    assert descs[-1] == 'naive: epochs'
+    for bid, ev in bars.items():
+        assert (ev[0]['n'], ev[0]['total'], ev[0]['unit']) == (0, 2, 'epoch')
+        assert ev[-1] == {'bar': bid, 'closed': True}
+        assert ev[-2]['n'] == 2 and 'train_loss=' in ev[-2]['postfix'] and 'val_mae=' in ev[-2]['postfix']
+
+
+def test_deterministic_mode_changes_nothing_on_cpu(cohort, tmp_path):
+    "`deterministic=True` (meant for GPUs) trains the same weights on CPU, whose kernels are deterministic already."
+    kw = dict(model=TINY, loaders=LOADERS, stages=('unimodal',), train={'progress': False})
+    train_curriculum(cfg(epochs=2), cohort, tmp_path / 'default', **kw)
+    train_curriculum(cfg(epochs=2, deterministic=True), cohort, tmp_path / 'deterministic', **kw)
+    for m in ('rna', 'xray', 'mri'):
+        a = load_model(tmp_path / 'default' / f'unimodal_{m}').state_dict()
+        b = load_model(tmp_path / 'deterministic' / f'unimodal_{m}').state_dict()
+        for k in a: assert torch.equal(a[k], b[k]), (m, k)
+
+
+def test_run_folder_from_another_version_gets_a_clear_error(run, cohort, tmp_path):
+    d, _ = run
+    rec = json.loads((d / 'run.json').read_text())
+    rec['train_config']['warmup_epochs'] = 3                    # a setting this version does not know
+    (tmp_path / 'run.json').write_text(json.dumps(rec))
+    from organage.train import open_run
+    with pytest.raises(ConfigError, match=r"run.json: settings this organage cannot read .*warmup_epochs: Extra inputs"):
+        open_run(tmp_path, cohort, device='cpu')

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ..core import progress as tqdm  # notebook bar by hand, terminal bar under `organage reproduce`
 from ..core import OrganageError, DataError
 
 log = logging.getLogger('organage')

@@ -1,0 +1,68 @@
+"""`organage reproduce` on tiny stand-in paper notebooks: the bars a user watches on the terminal, and a failing
+notebook that names itself while the notebooks before it keep their outputs (the slow cells of nbs/reproduce.ipynb)."""
+import json, subprocess, sys
+from pathlib import Path
+import nbformat
+
+BIN = Path(sys.executable).parent/'organage'
+PARAMETERS = "profile = 'quick'\ndata_dir = None\nrun_dir = None\nseed = 0\ndevice = 'auto'\nn_bootstrap = 100\nconfig = {}"
+
+
+def notebooks(folder, **sources):
+    "Write one notebook per keyword (name -> code of its second cell) after a `parameters` cell."
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, src in sources.items():
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(PARAMETERS, metadata={'tags': ['parameters']}),
+                                             nbformat.v4.new_code_cell(src)])
+        nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'python3', 'language': 'python'}
+        nbformat.write(nb, folder/f'{name}.ipynb')
+    return folder
+
+
+def reproduce(tmp_path, *extra):
+    (tmp_path/'data').mkdir(exist_ok=True)
+    # relative folders, as users type them (papermill changes the working folder while a notebook runs)
+    return subprocess.run([str(BIN), 'reproduce', '--notebooks', 'nbs', '--data', 'data', '--out', 'out', *extra],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+STEPS = """import time
+from organage.core import progress
+for i in progress(range(8), desc='long step', unit='batch'):
+    time.sleep(0.25)
+print('done', seed)"""
+
+
+def test_terminal_shows_notebooks_cells_and_the_long_step_inside(tmp_path):
+    notebooks(tmp_path/'nbs', a_first=STEPS, b_second='print(seed + 1)')
+    r = reproduce(tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'paper notebooks' in r.stderr and '2/2' in r.stderr          # bar over notebooks
+    assert 'a_first' in r.stderr                                         # bar over the running notebook's cells
+    assert 'long step' in r.stderr and 'batch' in r.stderr               # the kernel's own bar, relayed
+    ran = nbformat.read(tmp_path/'out'/'quick'/'notebooks'/'a_first.ipynb', 4)
+    outs = [o for c in ran.cells if c.cell_type == 'code' for o in c.get('outputs', [])]
+    assert [o.get('text') for o in outs] == ['done 0\n']                 # no bar bloats the executed notebook
+    assert not (tmp_path/'out'/'quick'/'notebooks'/'.progress.jsonl').exists()
+
+
+def test_no_progress_draws_no_bars(tmp_path):
+    notebooks(tmp_path/'nbs', a_first=STEPS)
+    r = reproduce(tmp_path, '--no-progress')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'long step' not in r.stderr and 'paper notebooks' not in r.stderr
+    ran = nbformat.read(tmp_path/'out'/'quick'/'notebooks'/'a_first.ipynb', 4)
+    assert [o.get('text') for c in ran.cells if c.cell_type == 'code' for o in c.get('outputs', [])] == ['done 0\n']
+
+
+def test_failing_notebook_names_itself_and_keeps_earlier_outputs(tmp_path):
+    notebooks(tmp_path/'nbs', **{'01_ok': 'print(seed)', '02_bad': "raise ValueError('boom')", '03_after': 'print(1)'})
+    r = reproduce(tmp_path, '--no-progress')
+    assert r.returncode == 1
+    assert "notebook 02_bad.ipynb failed in cell" in r.stderr and "ValueError: boom" in r.stderr
+    assert 'Traceback' not in r.stderr and 'Passed unknown parameter' not in r.stderr and 'WARNING' not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith('organage: error: notebook 02_bad.ipynb')
+    out = tmp_path/'out'/'quick'
+    assert sorted(p.name for p in (out/'notebooks').glob('*.ipynb')) == ['01_ok.ipynb', '02_bad.failed.ipynb']
+    m = json.loads((out/'manifest.json').read_text())
+    assert 'notebook:01_ok' in m['timings'] and 'notebooks/01_ok.ipynb' in m['outputs']
