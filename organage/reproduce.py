@@ -69,7 +69,7 @@ class TerminalBars:
     def __init__(self, path:Path, position:int=2, interval:float=0.2, file=None):
         self.path, self.position, self.interval, self.file = Path(path).resolve(), position, interval, file
         self.open: dict[str, dict] = {}   # bar id -> its last state, oldest first
-        self.bar, self.shown, self._offset, self._stop = None, None, 0, threading.Event()
+        self.bar, self.shown, self._offset, self._stop, self._drawn = None, None, 0, threading.Event(), 0.0
         self._thread = threading.Thread(target=self._follow, daemon=True)
 
     def __enter__(self):
@@ -92,15 +92,17 @@ class TerminalBars:
         except OSError: return                # a display channel: losing it must not stop the run
         end = chunk.rfind(b'\n') + 1          # a half-written last line waits for the next poll
         self._offset += end
-        for line in chunk[:end].splitlines():
+        lines = chunk[:end].splitlines()
+        for line in lines:
             try: ev = json.loads(line)
             except ValueError: continue      # not ours: the file is only a display channel
             if ev.get('closed'): self.open.pop(ev['bar'], None)
             else: self.open[ev['bar']] = ev
-        self._draw()
+        if lines or time.monotonic() - self._drawn > 1: self._draw()   # idle: tick the elapsed time once a second
 
     def _draw(self):
         if not self.open: return
+        self._drawn = time.monotonic()
         bid, st = next(reversed(self.open.items()))
         if self.bar is None:
             from tqdm.std import tqdm

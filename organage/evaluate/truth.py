@@ -11,7 +11,8 @@ from scipy import stats as sps
 from ..core import DataError
 
 # %% auto #0
-__all__ = ['TRUTH_COLUMNS', 'read_truth', 'join_truth', 'gap_recovery', 'bio_age_coverage', 'compare_recovery', 'train_variant']
+__all__ = ['TRUTH_COLUMNS', 'read_truth', 'join_truth', 'gap_recovery', 'bio_age_coverage', 'compare_recovery',
+           'paired_recovery_difference', 'train_variant']
 
 # %% ../../nbs/evaluate/truth.ipynb #0005
 TRUTH_COLUMNS = ('subject_id', 'organ', 'age', 'bio_age', 'acceleration', 'systemic', 'organ_specific')
@@ -102,6 +103,42 @@ def compare_recovery(runs:dict[str, pd.DataFrame], # name -> predictions
     return pd.concat(out, ignore_index=True)[cols]
 
 # %% ../../nbs/evaluate/truth.ipynb #0017
+def _pearson(x, y, axis=-1):
+    x = x - x.mean(axis, keepdims=True); y = y - y.mean(axis, keepdims=True)
+    return (x * y).sum(axis) / np.sqrt((x * x).sum(axis) * (y * y).sum(axis))
+
+def paired_recovery_difference(a:pd.DataFrame, # predictions of model a (subject_id, organ, age, `pred`)
+                               b:pd.DataFrame, # predictions of model b, same columns
+                               truth:pd.DataFrame, # `read_truth`
+                               names:tuple[str, str]=('a', 'b'), # model names for the columns
+                               target:str='organ_specific', # truth column: 'acceleration', 'organ_specific', 'systemic'
+                               pred:str='mu', n_resamples:int=2000, level:float=0.95, seed:int=0,
+                               min_n:int=10) -> pd.DataFrame:
+    "Per organ: r(gap, true `target`) of both models on shared pairs, r_a - r_b and its paired bootstrap CI."
+    key = ['subject_id', 'organ']
+    for name, p in zip(names, (a, b)):
+        if p.duplicated(key).any():
+            raise DataError(f"{int(p.duplicated(key).sum())} repeated (subject, organ) rows", where=f'predictions of {name}',
+                            expected='one prediction per subject and organ')
+    m = join_truth(a, truth).merge(b[key + [pred]], on=key, suffixes=('_a', '_b'))
+    if m.empty: raise DataError("the two models share no (subject, organ) pair", where='paired_recovery_difference')
+    ra, rb = f'r_{names[0]}', f'r_{names[1]}'
+    rows = []
+    for organ, g in m.groupby('organ', sort=True):
+        ga, gb, t = (g[f'{pred}_a'] - g['age']).to_numpy(), (g[f'{pred}_b'] - g['age']).to_numpy(), g[target].to_numpy()
+        row = dict(organ=organ, N=len(g), target=target)
+        if len(g) < min_n or min(ga.std(), gb.std(), t.std()) == 0:
+            rows.append({**row, 'status': 'not enough data'}); continue
+        diff = lambda x, y, z, axis=-1: _pearson(x, z, axis) - _pearson(y, z, axis)
+        bs = sps.bootstrap((ga, gb, t), diff, paired=True, vectorized=True, n_resamples=n_resamples,
+                           confidence_level=level, method='BCa', random_state=np.random.default_rng(seed))
+        d = float(diff(ga, gb, t))
+        lo, hi = float(bs.confidence_interval.low), float(bs.confidence_interval.high)
+        rows.append({**row, ra: float(_pearson(ga, t)), rb: float(_pearson(gb, t)), 'difference': d, 'ci_low': lo, 'ci_high': hi,
+                     'favours': names[0] if lo > 0 else names[1] if hi < 0 else 'neither', 'status': 'ok'})
+    return pd.DataFrame(rows)
+
+# %% ../../nbs/evaluate/truth.ipynb #0020
 def train_variant(cfg, # `RunConfig` of the base run
                   data_dir, # cohort folder the base run was trained on
                   base_run:str|os.PathLike, # finished run folder (organage train)

@@ -15,7 +15,8 @@ log = logging.getLogger('organage')
 # %% auto #0
 __all__ = ['log', 'EXPECTED_DIRECTION', 'MODALITY_COLOURS', 'modality_silhouette', 'knn_modality_mixing',
            'age_component_correlation', 'age_probe_r2', 'cross_modal_age_gap', 'cross_modal_retrieval',
-           'alignment_metrics', 'compare_alignment', 'umap_embedding', 'plot_alignment_umap', 'observation_latents']
+           'alignment_metrics', 'compare_alignment', 'centre_by_modality', 'alignment_spaces', 'umap_embedding',
+           'plot_alignment_umap', 'observation_latents']
 
 # %% ../../nbs/explain/embedding.ipynb #0006
 def _latents(Z, modality=None, age=None, key:str='X_latent'):
@@ -169,6 +170,29 @@ def compare_alignment(before, # latents before alignment (array or AnnData)
     return pd.DataFrame(rows)
 
 # %% ../../nbs/explain/embedding.ipynb #0021
+def centre_by_modality(Z, # (n, d) latents
+                       modality, # (n,) modality labels
+                      ) -> np.ndarray:
+    "Z with each modality's mean row removed."
+    Z, modality, _ = _latents(Z, modality, None, 'X_latent')
+    Zc = np.array(Z, dtype=float)
+    for m in np.unique(modality): Zc[modality == m] -= Zc[modality == m].mean(0)
+    return Zc
+
+def alignment_spaces(before, # AnnData of `observation_latents` from the unaligned model
+                     after, # the same observations from the aligned model (obsm X_latent, X_proj)
+                     names:tuple[str, str]=('naive fusion', 'aligned fusion'),
+                     **kw, # passed to `alignment_metrics` (k, groups, seed, ...)
+                    ) -> pd.DataFrame:
+    "`alignment_metrics` of each latent space, as is and centred per modality."
+    mod, age = after.obs['modality'].to_numpy(), after.obs['age'].to_numpy()
+    spaces = [(names[0], 'latent', before.obsm['X_latent']), (names[1], 'latent', after.obsm['X_latent'])]
+    if 'X_proj' in after.obsm and after.obsm['X_proj'].shape[1]: spaces.append((names[1], 'projection', after.obsm['X_proj']))
+    rows = [dict(model=name, space=space, centred=c, **alignment_metrics(centre_by_modality(Z, mod) if c else Z, mod, age, **kw))
+            for name, space, Z in spaces for c in (False, True)]
+    return pd.DataFrame(rows)
+
+# %% ../../nbs/explain/embedding.ipynb #0024
 def umap_embedding(Z, # (n, d) latents (or AnnData with obsm[key])
                    n_neighbors:int=15, min_dist:float=0.1, metric:str='cosine', seed:int=0,
                    key:str='X_latent') -> np.ndarray:
@@ -207,7 +231,7 @@ def plot_alignment_umap(before_2d, # (n, 2) UMAP of latents before alignment
     fig.tight_layout()
     return fig
 
-# %% ../../nbs/explain/embedding.ipynb #0024
+# %% ../../nbs/explain/embedding.ipynb #0027
 def observation_latents(model, # an `OrganAgeModel`
                         batches, # iterable of collated subject batches (e.g. a DataLoader, shuffle=False)
                         modalities:Sequence[str]|None=None, # restrict to these modalities
