@@ -166,6 +166,10 @@ def plot_subject_panel(z:pd.DataFrame, # z-score rows of ONE subject: organ, gap
     r.scatter(ang, vals, c=[organ_colour(o) for o in organs], s=40, zorder=3)
     r.plot(np.linspace(0, 2 * np.pi, 100), np.zeros(100), 'k--', lw=0.8)
     r.set_xticks(ang, organs); r.set_title('calibrated z-scores (0 = typical for age)')
+    if np.isfinite(vals).any():   # a few whole-number rings, labelled between two organs, not over the data
+        lo, hi = np.floor(min(np.nanmin(vals), -1)), np.ceil(max(np.nanmax(vals), 1))
+        r.set_yticks(np.arange(lo, hi + 1, max(1, int(np.ceil((hi - lo) / 5))))); r.set_ylim(lo, hi)
+        r.set_rlabel_position(180 / len(z)); r.tick_params(axis='y', labelsize=8)
     fig.suptitle(f'Organ-age profile of subject {subject_id}' if subject_id else 'Organ-age profile')
     fig.tight_layout()
     return fig
