@@ -224,7 +224,7 @@ def _relay_tqdm():
     return RelayBar
 
 def progress(iterable=None, # what to iterate over (or None and call `update`)
-             desc:str|None=None, # what the bar counts, e.g. 'aligned: epoch'
+             desc:str|None=None, # what the bar counts, e.g. 'aligned: epochs'
              total:int|None=None, # number of steps when `iterable` has no length
              disable:bool=False, # no bar at all
              **kwargs): # more tqdm arguments (unit, leave, ...)

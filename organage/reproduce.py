@@ -101,7 +101,9 @@ class TerminalBars:
         if lines or time.monotonic() - self._drawn > 1: self._draw()   # idle: tick the elapsed time once a second
 
     def _draw(self):
-        if not self.open: return
+        if not self.open:                    # every bar closed: clear the line rather than leave a finished bar
+            if self.shown is not None: self.bar.clear(); self.shown = None
+            return
         self._drawn = time.monotonic()
         bid, st = next(reversed(self.open.items()))
         if self.bar is None:
