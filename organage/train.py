@@ -4,7 +4,7 @@
 
 # %% ../nbs/model/train.ipynb #0003
 from __future__ import annotations
-import json, logging, time, os, math
+import contextlib, json, logging, time, os, math, warnings
 from pathlib import Path
 from typing import Sequence
 import numpy as np
@@ -229,6 +229,17 @@ def _trainer_kwargs(cfg:RunConfig, tcfg:TrainConfig) -> dict:
                 deterministic='warn' if cfg.deterministic else False, enable_progress_bar=False, enable_model_summary=False,
                 gradient_clip_val=tcfg.grad_clip, log_every_n_steps=tcfg.log_every_n_steps)
 
+@contextlib.contextmanager
+def _quiet_lightning():
+    "Hide Lightning's per-stage chatter (device lines, a cloud-logging tip, a deprecation inside Lightning) from notebooks; warnings about our settings still show."
+    lg = logging.getLogger('lightning.pytorch.utilities.rank_zero'); level = lg.level
+    lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message=r'.*LeafSpec.*deprecated')
+            yield
+    finally: lg.setLevel(level)
+
 def run_stage(name:str, # stage folder name, e.g. 'unimodal_rna'
               mcfg:ModelConfig, cfg:RunConfig, tcfg:TrainConfig,
               train_ds, val_ds, run_dir,
@@ -248,12 +259,15 @@ def run_stage(name:str, # stage folder name, e.g. 'unimodal_rna'
                            save_on_train_epoch_end=True)  # after validation: a resumed run starts the next epoch cleanly
     stop = EarlyStopping('val_mae', patience=tcfg.patience, mode='min')
     epochs = tcfg.stage_epochs.get(name, tcfg.stage_epochs.get(name.split('_')[0], cfg.epochs))
-    trainer = L.Trainer(max_epochs=epochs, default_root_dir=sdir, logger=CSVLogger(sdir, name='logs', version=''),
-                        callbacks=[ckpt, stop, *([EpochBar(f'{name}: epochs')] if tcfg.progress else []), *(callbacks or [])],
-                        **_trainer_kwargs(cfg, tcfg))
+    kw = _trainer_kwargs(cfg, tcfg)   # metrics are logged per epoch; a small stage need not wait for more steps
+    n_batches = len(train_ds) // cfg.batch_size if len(train_ds) > cfg.batch_size else 1   # the loader drops a last partial batch
+    kw['log_every_n_steps'] = max(1, min(kw['log_every_n_steps'], n_batches))
     last = sdir/'checkpoints'/'last.ckpt'
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=last if last.exists() else None, weights_only=True if last.exists() else None)
+    with _quiet_lightning():
+        trainer = L.Trainer(max_epochs=epochs, default_root_dir=sdir, logger=CSVLogger(sdir, name='logs', version=''),
+                            callbacks=[ckpt, stop, *([EpochBar(f'{name}: epochs')] if tcfg.progress else []), *(callbacks or [])], **kw)
+        trainer.fit(module, datamodule=dm, ckpt_path=last if last.exists() else None, weights_only=True if last.exists() else None)
     if trainer.interrupted: raise KeyboardInterrupt(f"stage {name} interrupted; rerun to resume from {last}")
     secs = time.perf_counter() - t0
     trainer.strategy.barrier()   # data-parallel runs: every rank waits for rank 0's checkpoint files

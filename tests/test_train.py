@@ -1,5 +1,5 @@
 "The staged curriculum end to end on a tiny cohort: stage files, checkpoints, resume, refusal, evaluation tables."
-import json
+import json, logging
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -162,11 +162,15 @@ def test_interrupted_run_resumes_to_the_same_result(cohort, tmp_path):
     pd.testing.assert_frame_equal(pa, pb)
 
 
-def test_each_stage_shows_an_epoch_bar_with_its_metrics(cohort, tmp_path, monkeypatch):
+def test_each_stage_shows_an_epoch_bar_with_its_metrics(cohort, tmp_path, monkeypatch, caplog, recwarn):
     "Under `organage reproduce` the bars go to the relay file: one per stage, counting epochs, with loss and val MAE."
     relay = tmp_path / 'bars.jsonl'
     monkeypatch.setenv('ORGANAGE_PROGRESS_FILE', str(relay))
+    caplog.set_level(logging.INFO)
     train_curriculum(cfg(epochs=2), cohort, tmp_path / 'run', model=TINY, loaders=LOADERS, stages=('unimodal', 'naive'))
+    said = caplog.text + ''.join(str(w.message) for w in recwarn)   # what would fill the training cell's output
+    for chatter in ('GPU available', 'litlogger', 'LeafSpec', 'smaller than the logging interval'):
+        assert chatter not in said, chatter
     bars = {}
     for line in relay.read_text().splitlines():
         e = json.loads(line); bars.setdefault(e['bar'], []).append(e)
