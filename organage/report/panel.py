@@ -37,12 +37,17 @@ def most_observed_subject(z:pd.DataFrame, split:str|None='test') -> str:
     return str(n[n == n.max()].sort_index().index[0])
 
 # %% ../../nbs/report/panel.ipynb #0006
-def subject_rows(z:pd.DataFrame, subject_id:str) -> pd.DataFrame:
+def subject_rows(z:pd.DataFrame, subject_id:str,
+                 splits:pd.DataFrame|None=None, # the run's splits.csv: says when a subject was a training subject
+                ) -> pd.DataFrame:
     "Rows of one subject, or a `DataError` naming a few subjects that exist."
     rows = z[z['subject_id'].astype(str) == str(subject_id)]
     if rows.empty:
         ids = sorted(z['subject_id'].astype(str).unique())
-        raise DataError(f"subject {subject_id!r} is not in this run", where='predictions, column subject_id',
+        split = None if splits is None else splits.loc[splits['subject_id'].astype(str) == str(subject_id), 'split']
+        why = (f"is a {split.iloc[0]} subject of this run: reports cover the validation and test subjects, whose ages "
+               "the model never saw" if split is not None and len(split) else "is not in this run")
+        raise DataError(f"subject {subject_id!r} {why}", where='predictions, column subject_id',
                         expected=f"one of {len(ids)} subjects, e.g. {', '.join(ids[:5])}")
     return rows.sort_values('organ')
 
@@ -70,7 +75,8 @@ def write_subject_report(run_dir:str|os.PathLike, # run folder holding predictio
     from organage.report.plots import plot_subject_panel
     z = subject_zscores(read_predictions(run_dir)) if z is None else z
     subject_id = most_observed_subject(z) if subject_id is None else str(subject_id)
-    rows = subject_rows(z, subject_id)
+    sp = Path(run_dir)/'splits.csv'
+    rows = subject_rows(z, subject_id, pd.read_csv(sp, dtype={'subject_id': str}) if sp.exists() else None)
     out = Path(out) if out else Path(run_dir)/'subjects'
     safe = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in subject_id)
     fig = plot_subject_panel(rows, subject_id)
