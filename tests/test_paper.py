@@ -68,13 +68,17 @@ def test_paper_tables_say_what_the_run_did(paper, cohort):
 
 
 def test_same_seed_gives_identical_tables(paper, cohort, tmp_path_factory):
-    "A second run with the same seed, from scratch in another folder, writes byte-identical tables."
+    "A second run with the same seed, from scratch in another folder, writes byte-identical tables and figures."
     out = tmp_path_factory.mktemp('again')
     organage('reproduce', '--profile', 'quick', '--data', cohort, '--out', out, '--seed', 3, '--no-progress', *SMALL, *FAST)
     names = sorted(p.name for p in (paper/'tables').glob('*.csv'))
     assert names == sorted(p.name for p in (out/'quick'/'tables').glob('*.csv')) and len(names) >= 25
     differ = [n for n in names if (paper/'tables'/n).read_bytes() != (out/'quick'/'tables'/n).read_bytes()]
     assert not differ, f'tables that changed between two runs with seed 3: {differ}'
+    figs = sorted(p.name for p in (paper/'figures').glob('*.png'))
+    assert figs == sorted(p.name for p in (out/'quick'/'figures').glob('*.png')) and len(figs) >= 10
+    differ = [n for n in figs if (paper/'figures'/n).read_bytes() != (out/'quick'/'figures'/n).read_bytes()]
+    assert not differ, f'figures that changed between two runs with seed 3: {differ}'
 
 
 # ---- the docs site, built from the executed notebooks above, in headless Chromium ----
