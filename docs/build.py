@@ -16,10 +16,11 @@ def toctree(caption, entries):
     return f":::{{toctree}}\n:caption: {caption}\n:maxdepth: 1\n\n{body}\n:::\n"
 
 def _docs_only_eval():
-    """nbdev executes, while processing a page, every cell that *contains* an import, so test cells that
-    import something mid-cell run without the setup cells before them and fail. For the site we evaluate
-    what the pages need: exported cells, `show_doc` calls and cells made only of imports; tests run in
-    `make test`, not here. (Runs in-process: proc_nbs is called with n_workers=0.)"""
+    """nbdev executes, while processing a page, every cell that *contains* an import. The library notebooks
+    keep their test imports in hidden setup cells, but the paper notebooks' first cells import and then build
+    a run configuration, and a page needs none of that (the executed paper notebooks replace them anyway).
+    For the site we evaluate what the pages need: exported cells, `show_doc` calls and cells made only of
+    imports; tests run in `make test`, not here. (Runs in-process: proc_nbs is called with n_workers=0.)"""
     import ast
     import nbdev.processors as P
     def _do_eval(cell):
