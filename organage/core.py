@@ -284,6 +284,7 @@ class RunManifest:
     data: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     outputs: list = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)   # step -> why it did not run
     started: float = field(default_factory=time.time)
 
     @contextlib.contextmanager
@@ -299,7 +300,7 @@ class RunManifest:
                     wall_seconds=round(time.time() - self.started, 3), python=sys.version.split()[0],
                     platform=platform.platform(), git=git_state(Path(__file__).parent if '__file__' in globals() else '.'),
                     packages=package_versions(), params=self.params, data=self.data, timings=self.timings,
-                    outputs=self.outputs)
+                    outputs=self.outputs, skipped=self.skipped)
 
     def write(self, folder:str|os.PathLike) -> Path:
         return write_json(self.to_dict(), Path(folder)/'manifest.json')

@@ -10,8 +10,8 @@ from .core import (RunConfig, RunManifest, OrganageError, ConfigError, fingerpri
                            PROGRESS_FILE_ENV, PROGRESS_ENV)
 
 # %% auto #0
-__all__ = ['NotebookFailed', 'paper_dir', 'list_paper_notebooks', 'notebook_parameters', 'run_notebook', 'TerminalBars',
-           'environ', 'reproduce', 'PaperOutputs']
+__all__ = ['SIMULATED_ONLY_TAG', 'NotebookFailed', 'paper_dir', 'list_paper_notebooks', 'skip_reason', 'notebook_parameters',
+           'run_notebook', 'TerminalBars', 'environ', 'reproduce', 'PaperOutputs']
 
 # %% ../nbs/reproduce.ipynb #0005
 class NotebookFailed(OrganageError):
@@ -32,13 +32,24 @@ def list_paper_notebooks(folder:str|os.PathLike|None=None, # folder of paper not
     if not nbs: raise ConfigError(f"{folder}: no paper notebooks to run" + (f" matching {only}" if only else ''))
     return nbs
 
-# %% ../nbs/reproduce.ipynb #0007
+# %% ../nbs/reproduce.ipynb #0008
+SIMULATED_ONLY_TAG = 'needs-simulated-cohort'
+
+def skip_reason(nb:Path, data_dir:Path) -> str|None:
+    "Why `nb` cannot run on `data_dir` (None when it can)."
+    import nbformat
+    tags = {t for c in nbformat.read(nb, as_version=4).cells for t in c.get('metadata', {}).get('tags', [])}
+    if SIMULATED_ONLY_TAG in tags and not (Path(data_dir)/'truth.csv').exists():
+        return f"needs a simulated cohort (no truth.csv in {data_dir})"
+    return None
+
+# %% ../nbs/reproduce.ipynb #0010
 def notebook_parameters(cfg:RunConfig, data_dir:Path, run_dir:Path) -> dict:
     "Parameters papermill injects into every paper notebook."
     return dict(profile=cfg.profile, data_dir=str(data_dir), run_dir=str(run_dir), seed=cfg.seed,
                 device=cfg.device, n_bootstrap=cfg.n_bootstrap, config=cfg.model_dump())
 
-# %% ../nbs/reproduce.ipynb #0008
+# %% ../nbs/reproduce.ipynb #0011
 def run_notebook(nb:Path, out_dir:Path, parameters:dict, kernel_name:str|None=None,
                  progress:bool=False, # show a bar over the notebook's cells
                 ) -> Path:
@@ -63,7 +74,7 @@ def run_notebook(nb:Path, out_dir:Path, parameters:dict, kernel_name:str|None=No
     os.replace(partial, final)
     return final
 
-# %% ../nbs/reproduce.ipynb #0010
+# %% ../nbs/reproduce.ipynb #0013
 class TerminalBars:
     "Follow a progress relay file and draw the newest open bar with tqdm at `position`."
     def __init__(self, path:Path, position:int=2, interval:float=0.2, file=None):
@@ -116,7 +127,7 @@ class TerminalBars:
         self.bar.set_postfix_str(st.get('postfix', ''), refresh=False)
         self.bar.update(st['n'] - self.bar.n); self.bar.refresh()
 
-# %% ../nbs/reproduce.ipynb #0013
+# %% ../nbs/reproduce.ipynb #0016
 @contextlib.contextmanager
 def environ(**values:str|None):
     "Set (or with None, unset) environment variables inside the block; restore them after."
@@ -129,7 +140,7 @@ def environ(**values:str|None):
     try: yield
     finally: put(old)
 
-# %% ../nbs/reproduce.ipynb #0015
+# %% ../nbs/reproduce.ipynb #0018
 def reproduce(cfg:RunConfig, # settings (profile, seed, device, sizes, ...)
               data_dir:str|os.PathLike|None=None, # cohort folder; None = the simulated default, made if missing
               out_dir:str|os.PathLike|None=None, # reports root; outputs go to <out_dir>/<profile>
@@ -164,6 +175,9 @@ def reproduce(cfg:RunConfig, # settings (profile, seed, device, sizes, ...)
         with environ(**env), (TerminalBars(relay) if progress else contextlib.nullcontext()):
             for nb in bar:
                 bar.set_postfix_str(nb.stem)
+                if (why := skip_reason(nb, data_dir)):
+                    man.skipped[f'notebook:{nb.stem}'] = why
+                    bar.write(f"skipped {nb.name}: {why}"); continue
                 with man.timer(f'notebook:{nb.stem}'):
                     man.outputs.append(str(run_notebook(nb, run_dir/'notebooks', params, progress=progress).relative_to(run_dir)))
     finally:
@@ -172,7 +186,7 @@ def reproduce(cfg:RunConfig, # settings (profile, seed, device, sizes, ...)
         man.write(run_dir)
     return run_dir
 
-# %% ../nbs/reproduce.ipynb #0017
+# %% ../nbs/reproduce.ipynb #0020
 class PaperOutputs:
     "Write a paper notebook's tables (`tables/NAME.csv`) and figures (`figures/NAME.png`) under `run_dir`."
     def __init__(self, run_dir:str|os.PathLike):

@@ -8,11 +8,11 @@ BIN = Path(sys.executable).parent/'organage'
 PARAMETERS = "profile = 'quick'\ndata_dir = None\nrun_dir = None\nseed = 0\ndevice = 'auto'\nn_bootstrap = 100\nconfig = {}"
 
 
-def notebooks(folder, **sources):
-    "Write one notebook per keyword (name -> code of its second cell) after a `parameters` cell."
+def notebooks(folder, tags=(), **sources):
+    "Write one notebook per keyword (name -> code of its second cell) after a `parameters` cell with `tags`."
     folder.mkdir(parents=True, exist_ok=True)
     for name, src in sources.items():
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(PARAMETERS, metadata={'tags': ['parameters']}),
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(PARAMETERS, metadata={'tags': ['parameters', *tags]}),
                                              nbformat.v4.new_code_cell(src)])
         nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'python3', 'language': 'python'}
         nbformat.write(nb, folder/f'{name}.ipynb')
@@ -66,3 +66,19 @@ def test_failing_notebook_names_itself_and_keeps_earlier_outputs(tmp_path):
     assert sorted(p.name for p in (out/'notebooks').glob('*.ipynb')) == ['01_ok.ipynb', '02_bad.failed.ipynb']
     m = json.loads((out/'manifest.json').read_text())
     assert 'notebook:01_ok' in m['timings'] and 'notebooks/01_ok.ipynb' in m['outputs']
+
+
+def test_simulated_only_notebook_is_skipped_on_real_data(tmp_path):
+    "A notebook tagged `needs-simulated-cohort` is skipped, said and recorded when the data has no truth.csv."
+    notebooks(tmp_path/'nbs', a_first='print(seed)')
+    notebooks(tmp_path/'nbs', tags=['needs-simulated-cohort'], b_truth="raise RuntimeError('must not run')")
+    r = reproduce(tmp_path, '--no-progress')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'skipped b_truth.ipynb: needs a simulated cohort' in r.stdout
+    out = tmp_path/'out'/'quick'
+    assert sorted(p.name for p in (out/'notebooks').glob('*.ipynb')) == ['a_first.ipynb']
+    m = json.loads((out/'manifest.json').read_text())
+    assert m['skipped']['notebook:b_truth'].startswith('needs a simulated cohort') and 'notebook:b_truth' not in m['timings']
+    (tmp_path/'data'/'truth.csv').write_text('subject_id,organ\n')       # a simulated cohort: it runs (and fails here)
+    r = reproduce(tmp_path, '--no-progress')
+    assert r.returncode == 1 and 'must not run' in r.stderr
