@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings, strategies as st, HealthCheck
+from hypothesis import given, example, settings, strategies as st, HealthCheck
 from scipy import stats
 
 from organage.core import ConfigError, DataError, NotEnoughDataError
@@ -29,6 +29,7 @@ fractions = st.sampled_from([(0.7, 0.15, 0.15), (0.8, 0.1, 0.1), (0.6, 0.2, 0.2)
 @FAST
 @given(n=st.integers(6, 400), seed=st.integers(0, 10**6), fr=fractions,
        strat=st.sampled_from([('age_decile',), ('age_decile', 'modalities'), ('age_decile', 'site'), ()]))
+@example(n=263, seed=3268, fr=(0.7, 0.15, 0.15), strat=('age_decile', 'modalities'))   # 183 train (184.1 asked) before the fix
 def test_no_subject_in_two_splits_and_sizes(n, seed, fr, strat):
     obs = make_obs(n, seed)
     names = ('train', 'val', 'test')[:len(fr)] if len(fr) == 3 else ('train', 'test')
@@ -38,7 +39,7 @@ def test_no_subject_in_two_splits_and_sizes(n, seed, fr, strat):
     assert (obs.assign(s=per_obs).groupby('subject_id').s.nunique() == 1).all()
     counts = sp.value_counts()
     for name, f in zip(names, fr):
-        assert abs(counts.get(name, 0) - f*n) <= 1.0 + 1e-9
+        assert abs(counts.get(name, 0) - f*n) < 1.0 + 1e-9
 
 
 @FAST

@@ -90,11 +90,13 @@ def _strata(subjects:pd.DataFrame, keys:Sequence[str], edges, min_stratum:int) -
     return full.to_numpy()
 
 def _apportion(n:int, fractions:np.ndarray, rng:np.random.Generator) -> np.ndarray:
-    "A sequence of n split indices whose every prefix holds each split's share to within about one (stride scheduling)."
-    credit = rng.uniform(size=len(fractions)); out = np.empty(n, int)
-    for i in range(n):
-        credit += fractions; j = int(np.argmax(credit)); credit[j] -= 1; out[i] = j
-    return out
+    "n split indices: split j appears round(n * f_j) times (largest remainder), evenly spread from a random phase."
+    quota = n * np.asarray(fractions, float); counts = np.floor(quota).astype(int)
+    short = n - counts.sum()
+    if short:   # largest remainders first, ties in random order
+        counts[np.lexsort((rng.uniform(size=len(counts)), -(quota - counts)))[:short]] += 1
+    pos = np.concatenate([(np.arange(c) + rng.uniform()) / c for c in counts if c] or [np.empty(0)])
+    return np.repeat(np.arange(len(counts)), counts)[np.argsort(pos, kind='stable')]
 
 def _deal(strata:np.ndarray, fractions:np.ndarray, rng:np.random.Generator) -> np.ndarray:
     "Split index per subject: strata in random order, subjects shuffled within, dealt by stride scheduling."
