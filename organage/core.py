@@ -229,17 +229,14 @@ def progress(iterable=None, # what to iterate over (or None and call `update`)
              disable:bool=False, # no bar at all
              **kwargs): # more tqdm arguments (unit, leave, ...)
     "A tqdm bar: in the notebook when interactive, relayed to `organage reproduce`'s terminal under papermill."
-    relay, mode = os.environ.get(PROGRESS_FILE_ENV), os.environ.get(PROGRESS_ENV, 'on')
-    if disable or mode == 'off':
-        from tqdm.std import tqdm
-        return tqdm(iterable, desc=desc, total=total, disable=True, **kwargs)
-    if relay:
+    relay = os.environ.get(PROGRESS_FILE_ENV)
+    disable = disable or os.environ.get(PROGRESS_ENV) == 'off'
+    if relay and not disable:
         try: return _relay_tqdm()(iterable, desc=desc, total=total, relay=relay, **kwargs)
-        except OSError: pass   # relay file gone: a bar is never worth failing a run for
-        from tqdm.std import tqdm
-        return tqdm(iterable, desc=desc, total=total, disable=True, **kwargs)
-    from tqdm.auto import tqdm
-    return tqdm(iterable, desc=desc, total=total, **kwargs)
+        except OSError: disable = True   # relay file gone: a bar is never worth failing a run for
+    if disable: from tqdm.std import tqdm
+    else: from tqdm.auto import tqdm
+    return tqdm(iterable, desc=desc, total=total, disable=disable, **kwargs)
 
 # %% ../nbs/00_core.ipynb #0025
 MANIFEST_PACKAGES = ('organage', 'numpy', 'pandas', 'scipy', 'torch', 'lightning', 'anndata', 'scanpy', 'monai',

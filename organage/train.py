@@ -15,7 +15,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, EarlyStopping
 from lightning.pytorch.loggers import CSVLogger
 from pydantic import BaseModel, ConfigDict, ValidationError
-from .core import RunConfig, ConfigError, DataError, write_csv, write_json, seed_everything, pick_device
+from .core import RunConfig, ConfigError, DataError, write_csv, write_json, seed_everything, pick_device, progress
 from .model.fusion import ModelConfig, OrganAgeModel
 from .data.datasets import SubjectDataset, collate_subjects
 
@@ -206,7 +206,6 @@ class EpochBar(L.Callback):
     def __init__(self, desc:str): self.desc, self.bar = desc, None
     def on_train_start(self, trainer, pl_module):
         if not trainer.is_global_zero: return
-        from organage.core import progress
         self.bar = progress(desc=self.desc, total=trainer.max_epochs, initial=trainer.current_epoch, unit='epoch', leave=False)
     def on_train_epoch_end(self, trainer, pl_module):   # runs after the epoch's validation
         if self.bar is None: return

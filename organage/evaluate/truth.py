@@ -123,13 +123,13 @@ def paired_recovery_difference(a:pd.DataFrame, # predictions of model a (subject
     m = join_truth(a, truth).merge(b[key + [pred]], on=key, suffixes=('_a', '_b'))
     if m.empty: raise DataError("the two models share no (subject, organ) pair", where='paired_recovery_difference')
     ra, rb = f'r_{names[0]}', f'r_{names[1]}'
+    diff = lambda x, y, z, axis=-1: _pearson(x, z, axis) - _pearson(y, z, axis)   # r_a - r_b, vectorised for scipy
     rows = []
     for organ, g in m.groupby('organ', sort=True):
         ga, gb, t = (g[f'{pred}_a'] - g['age']).to_numpy(), (g[f'{pred}_b'] - g['age']).to_numpy(), g[target].to_numpy()
         row = dict(organ=organ, N=len(g), target=target)
         if len(g) < min_n or min(ga.std(), gb.std(), t.std()) == 0:
             rows.append({**row, 'status': 'not enough data'}); continue
-        diff = lambda x, y, z, axis=-1: _pearson(x, z, axis) - _pearson(y, z, axis)
         bs = sps.bootstrap((ga, gb, t), diff, paired=True, vectorized=True, n_resamples=n_resamples,
                            confidence_level=level, method='BCa', random_state=np.random.default_rng(seed))
         d = float(diff(ga, gb, t))
