@@ -25,9 +25,9 @@ from _common import PeakRSS  # noqa: E402  (bench/ is on sys.path when run as a 
 def model():
     import torch
     from organage.model.fusion import OrganAgeModel, ModelConfig
-    from organage.train import MODEL_PROFILES
+    from organage.core import PROFILES
     torch.manual_seed(0)
-    return OrganAgeModel(ModelConfig(**MODEL_PROFILES['quick'], organs=ORGANS, n_genes=2000)).eval()
+    return OrganAgeModel(ModelConfig(**PROFILES['quick']['model'], organs=ORGANS, n_genes=2000)).eval()
 
 
 def rna(n_per_organ=150, p=2000, seed=0):

@@ -21,7 +21,9 @@ def peak_rss_mb(who=resource.RUSAGE_SELF):
 def main():
     from organage.core import load_config, write_json, save_figure
     from organage.data.synth import simulate_cohort
-    from organage.train import CohortData, TrainConfig, model_config_for
+    from organage.core import TrainConfig
+    from organage.data.prepare import CohortData
+    from organage.model.train import model_config_for
     from organage.data.datasets import collate_subjects
     from organage.model.fusion import OrganAgeModel
     cfg = load_config('quick', overrides={'device': 'cpu'})
@@ -68,7 +70,7 @@ def main():
             code = ("import sys, time, json, warnings, logging; warnings.filterwarnings('ignore');"
                     "logging.getLogger('lightning.pytorch').setLevel(logging.WARNING);"
                     "import torch; torch.set_num_threads(%d);"
-                    "from organage.core import load_config; from organage.train import train_curriculum;"
+                    "from organage.core import load_config; from organage.model.train import train_curriculum;"
                     "t=time.perf_counter(); out=train_curriculum(load_config('quick', overrides={'device':'cpu'}), sys.argv[1], sys.argv[2]);"
                     "print(json.dumps({'seconds': time.perf_counter()-t, 'stages': out}))") % THREADS
             t = time.perf_counter()

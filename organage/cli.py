@@ -77,7 +77,7 @@ def cmd_train(a):
     if not Path(a.data).is_dir(): raise ConfigError(f"--data {a.data}: data folder not found")
     run = _out_folder(a.run, '--run')
     from organage.core import parse_overrides
-    from organage.train import train_curriculum
+    from organage.model.train import train_curriculum
     kw = {'stages': a.stages} if a.stages else {}
     train_curriculum(cfg, a.data, run, model=parse_overrides(a.model) or None, **kw)
     print(f"trained run written to {run}")
@@ -86,7 +86,7 @@ def cmd_evaluate(a):
     "Predict validation and test subjects with every trained stage; write predictions.csv and Tables 1-2."
     from organage.core import ConfigError
     if not Path(a.run).is_dir(): raise ConfigError(f"--run {a.run}: run folder not found")
-    from organage.train import evaluate_run
+    from organage.evaluate.tables import evaluate_run
     preds = evaluate_run(a.run, a.data, device=a.device or 'auto')
     print(f"{len(preds)} predictions written to {Path(a.run)/'predictions.csv'}")
 

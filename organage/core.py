@@ -8,13 +8,13 @@ import os, sys, json, time, random, hashlib, platform, subprocess, tempfile, con
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Iterator
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # %% auto #0
-__all__ = ['PROFILES', 'PROGRESS_FILE_ENV', 'PROGRESS_ENV', 'MANIFEST_PACKAGES', 'OrganageError', 'ConfigError', 'DataError',
-           'NotEnoughDataError', 'RunConfig', 'parse_overrides', 'load_config', 'seed_everything', 'pick_device',
-           'atomic_write', 'atomic_path', 'write_json', 'write_csv', 'save_figure', 'progress', 'package_versions',
-           'git_state', 'fingerprint', 'RunManifest']
+__all__ = ['PROFILE_SECTIONS', 'PROFILES', 'PROGRESS_FILE_ENV', 'PROGRESS_ENV', 'MANIFEST_PACKAGES', 'OrganageError',
+           'ConfigError', 'DataError', 'NotEnoughDataError', 'RunConfig', 'parse_overrides', 'load_config',
+           'TrainConfig', 'train_config_for', 'pick_device', 'atomic_write', 'atomic_path', 'write_json', 'write_csv',
+           'save_figure', 'progress', 'package_versions', 'git_state', 'fingerprint', 'RunManifest']
 
 # %% ../nbs/00_core.ipynb #0006
 class OrganageError(Exception):
@@ -40,7 +40,24 @@ class DataError(OrganageError):
 class NotEnoughDataError(OrganageError):
     "A statistic or model needs more data than was given."
 
-# %% ../nbs/00_core.ipynb #0009
+# %% ../nbs/00_core.ipynb #77971598
+PROFILE_SECTIONS = ('train', 'model')   # settings of `TrainConfig` and of the network (`organage.model.fusion.ModelConfig`)
+
+PROFILES: dict[str, dict[str, Any]] = {
+    'quick': dict(subjects=1200, n_genes=2000, image_size=64, volume_size=32, epochs=24, batch_size=64,
+                  num_workers=0, precision='32-true', n_bootstrap=1000,
+                  train=dict(rna_method='logcpm'),
+                  model=dict(latent_dim=64, proj_dim=32, enc_width=16, enc_depth=2, enc_stem=4, backbone='small',
+                             n_heads=4, n_layers=1, dropout=0.1)),
+    'full': dict(subjects=20000, n_genes=20000, image_size=224, volume_size=96, epochs=60, batch_size=128,
+                 num_workers=8, precision='bf16-mixed', n_bootstrap=10000,
+                 train=dict(rna_method='vst'),
+                 model=dict(latent_dim=256, proj_dim=128, enc_width=32, enc_depth=3, enc_stem=2, backbone='resnet18',
+                            n_heads=8, n_layers=2, dropout=0.1)),
+}
+
+
+# %% ../nbs/00_core.ipynb #804892da
 class RunConfig(BaseModel):
     "Typed settings of one organage run. Unknown keys are refused."
     model_config = ConfigDict(extra='forbid', validate_assignment=True)
@@ -66,18 +83,18 @@ class RunConfig(BaseModel):
     n_bootstrap: int = Field(1000, ge=100)
     ci_level: float = Field(0.95, gt=0, lt=1)
 
+    @model_validator(mode='before')
+    @classmethod
+    def _profile_defaults(cls, data):
+        "Settings not given come from the profile's row of `PROFILES`: `RunConfig(profile='full')` is the full profile."
+        if not isinstance(data, dict) or data.get('profile', 'quick') not in PROFILES: return data
+        flat = {k: v for k, v in PROFILES[data.get('profile', 'quick')].items() if k not in PROFILE_SECTIONS}
+        return {**flat, **data}
+
     @property
     def run_dir(self) -> Path:
         "Where this profile's outputs go: `<out_dir>/<profile>`."
         return Path(self.out_dir)/self.profile
-
-# %% ../nbs/00_core.ipynb #0010
-PROFILES: dict[str, dict[str, Any]] = {
-    'quick': dict(subjects=1200, n_genes=2000, image_size=64, volume_size=32, epochs=24, batch_size=64,
-                  num_workers=0, precision='32-true', n_bootstrap=1000),
-    'full': dict(subjects=20000, n_genes=20000, image_size=224, volume_size=96, epochs=60, batch_size=128,
-                 num_workers=8, precision='bf16-mixed', n_bootstrap=10000),
-}
 
 # %% ../nbs/00_core.ipynb #0012
 def _read_yaml(path) -> dict:
@@ -108,12 +125,10 @@ def load_config(profile:str='quick', # 'quick' or 'full'
     "Build a `RunConfig` from a profile, an optional YAML file and overrides."
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
-    d = {'profile': profile, **PROFILES[profile]}
+    d = {'profile': profile}
     if yaml_path is not None:
         y = _read_yaml(yaml_path)
-        if 'profile' in y and y['profile'] != profile:
-            if y['profile'] not in PROFILES: raise ConfigError(f"{yaml_path}: unknown profile {y['profile']!r}")
-            d = {'profile': y['profile'], **PROFILES[y['profile']]}
+        if 'profile' in y and y['profile'] not in PROFILES: raise ConfigError(f"{yaml_path}: unknown profile {y['profile']!r}")
         d.update(y)
     d.update(parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {}))
     try: return RunConfig(**d)
@@ -122,23 +137,33 @@ def load_config(profile:str='quick', # 'quick' or 'full'
         field_ = '.'.join(str(x) for x in err['loc'])
         raise ConfigError(f"setting {field_!r}: {err['msg']} (found {err.get('input')!r})") from None
 
+# %% ../nbs/00_core.ipynb #7d2258b7
+class TrainConfig(BaseModel):
+    "Optimiser, stopping and hardware settings of the curriculum."
+    model_config = ConfigDict(extra='forbid')
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 10
+    grad_clip: float = 1.0
+    stage_epochs: dict[str, int] = {}
+    devices: int | str = 'auto'
+    num_nodes: int = 1
+    strategy: str = 'auto'
+    progress: bool = True     # one bar per stage counting epochs (organage.core.progress); Lightning's batch bar stays off
+    log_every_n_steps: int = 10
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    cache_gb: float = 2.0
+    rna_method: Literal['vst', 'logcpm'] = 'logcpm'  # 'vst' (DESeq2, the paper; the full profile) or log-CPM (quick)
+    combat: bool = True       # ComBat on the RNA batch column when there are several batches
+
+def train_config_for(cfg:RunConfig, # the run's settings; its profile gives the defaults
+                     **overrides) -> TrainConfig:
+    "The training settings of `cfg`'s profile, with overrides."
+    return TrainConfig(**{**PROFILES[cfg.profile]['train'], **overrides})
+
+
 # %% ../nbs/00_core.ipynb #0016
-def seed_everything(seed:int) -> int:
-    "Seed python's `random`, numpy and torch's CPU and CUDA generators; returns the seed."
-    random.seed(seed)
-    import numpy as np
-    np.random.seed(seed % 2**32)
-    os.environ['PYTHONHASHSEED'] = str(seed)
-    if 'torch' in sys.modules or _has_torch():
-        import torch
-        torch.manual_seed(seed)
-        if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
-    return seed
-
-def _has_torch() -> bool:
-    import importlib.util
-    return importlib.util.find_spec('torch') is not None
-
 def pick_device(device:str='auto') -> str:
     "'auto' -> 'cuda' when a GPU is visible, else 'cpu'. 'cuda' without a GPU is a `ConfigError`."
     if device not in ('auto', 'cpu', 'cuda'): raise ConfigError(f"device {device!r}: expected auto, cpu or cuda")

@@ -9,7 +9,9 @@ import anndata as ad
 import lightning as L
 
 from organage.core import load_config, ConfigError
-from organage.train import train_curriculum, evaluate_run, load_model, load_weights, save_weights, results_tables
+from organage.model.train import train_curriculum
+from organage.model.weights import load_model, load_weights, save_weights
+from organage.evaluate.tables import evaluate_run, results_tables
 from organage.model.fusion import OrganAgeModel, ModelConfig
 
 LOADERS = {'xray': np.load, 'mri': np.load}
@@ -199,6 +201,6 @@ def test_run_folder_from_another_version_gets_a_clear_error(run, cohort, tmp_pat
     rec = json.loads((d / 'run.json').read_text())
     rec['train_config']['warmup_epochs'] = 3                    # a setting this version does not know
     (tmp_path / 'run.json').write_text(json.dumps(rec))
-    from organage.train import open_run
+    from organage.model.predict import open_run
     with pytest.raises(ConfigError, match=r"run.json: settings this organage cannot read .*warmup_epochs: Extra inputs"):
         open_run(tmp_path, cohort, device='cpu')

@@ -148,7 +148,8 @@ def train_variant(cfg, # `RunConfig` of the base run
                  ) -> pd.DataFrame:
     "Train a variant reusing the base run's splits, genes and unimodal encoders; return its predictions."
     import shutil
-    from organage.train import train_curriculum, evaluate_run
+    from organage.model.train import train_curriculum
+    from organage.evaluate.tables import evaluate_run
     base, out = Path(base_run), Path(out_run)
     if not (base/'splits.csv').exists(): raise DataError("not a trained run folder (no splits.csv)", path=base)
     out.mkdir(parents=True, exist_ok=True)
