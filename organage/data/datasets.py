@@ -12,7 +12,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, DataLoader
+from monai.data import CacheDataset
+from monai.transforms import Compose, Transform
 from ..core import DataError
+from .preprocess import image_transforms, PixelStandardize
 
 log = logging.getLogger('organage')
 
@@ -77,6 +80,17 @@ def observation_table(adatas:dict, # {'rna'|'xray'|'mri': AnnData} with the stan
     return t.reset_index(drop=True)
 
 # %% ../../nbs/data/datasets.ipynb #0014
+class _Load(Transform):
+    "A loader function as a MONAI transform (CacheDataset caches only the results of `Transform`s)."
+    def __init__(self, load:Callable): self.load = load
+    def __call__(self, path): return self.load(path)
+
+class _PlainHalf(Transform):
+    "MONAI MetaTensor or array -> plain float16 tensor (checkpoints stay weights-only; half the memory of a cache)."
+    def __call__(self, t):
+        if hasattr(t, 'as_tensor'): t = t.as_tensor()
+        return torch.as_tensor(t, dtype=torch.float32).half()
+
 class SubjectDataset(Dataset):
     "Subjects with their observations; item = dict of per-modality tensors of one subject."
     def __init__(self, adatas:dict, # {'rna'|'xray'|'mri': AnnData}; RNA X already normalised
@@ -86,7 +100,7 @@ class SubjectDataset(Dataset):
                  loaders:dict|None=None, # {'xray': fn(path)->(H,W), 'mri': fn(path)->(X,Y,Z)} or 'module:function'
                  root:str|Path|None=None, # base for relative image paths
                  cache_gb:float=2.0, # cache decoded pixels when they fit in this many GB
-                 transforms:dict|None=None): # {'xray'|'mri': fn(array) -> (1, size, ...) tensor}; default: resize only
+                 transforms:dict|None=None): # {'xray'|'mri': fn(array) -> (1, size, ...) tensor}; default: `image_transforms` at these sizes
         self.organs = list(organs)
         self.table = observation_table(adatas, self.organs, subjects)
         self.subjects = sorted(self.table.subject_id.unique())
@@ -94,10 +108,10 @@ class SubjectDataset(Dataset):
         self.sizes = {'xray': image_size, 'mri': volume_size}
         self.loaders = {**DEFAULT_LOADERS, **(loaders or {})}
         self.root = Path(root) if root else None
-        self.transforms = transforms or {}
-        self.pixel_stats = {}
+        self.transforms = {**image_transforms(image_size, volume_size), **(transforms or {})}
+        self.standardize = {}
         org_id = {o: i for i, o in enumerate(self.organs)}
-        self.obs, self.data, self.paths = {}, {}, {}
+        self.obs, self.data, self.images = {}, {}, {}
         for m in self.modalities:
             t = self.table[self.table.modality == m]
             a = adatas[m]
@@ -110,10 +124,11 @@ class SubjectDataset(Dataset):
                 self.data[m] = torch.as_tensor(X, dtype=torch.float32)
             else:
                 if 'path' not in a.obs: raise DataError("image AnnData lacks obs['path']", where=f"{m} AnnData")
-                self.paths[m] = [self._path(p) for p in a.obs['path'].values[t.row.values]]
+                paths = [self._path(p) for p in a.obs['path'].values[t.row.values]]
                 s = self.sizes[m]; nvox = s ** (2 if m == 'xray' else 3)
-                if len(t) * nvox * 2 / 1e9 <= cache_gb:
-                    self.data[m] = torch.stack([self._load(m, i) for i in range(len(t))]).half() if len(t) else torch.zeros(0, 1, *(s,) * (2 if m == 'xray' else 3)).half()
+                chain = Compose([_Load(_resolve(self.loaders[m])), self.transforms[m], _PlainHalf()]).flatten()   # flat: a nested Compose would end the cached part
+                self.images[m] = CacheDataset(paths, chain, cache_rate=1.0 if len(t) * nvox * 2 / 1e9 <= cache_gb else 0.0,
+                                              num_workers=0, progress=False, copy_cache=False)
         by = self.table.groupby('subject_id').groups
         pos = {m: {} for m in self.modalities}
         for m in self.modalities:
@@ -122,30 +137,21 @@ class SubjectDataset(Dataset):
         self.index = [{m: torch.as_tensor(pos[m].get(s, []), dtype=torch.long) for m in self.modalities} for s in self.subjects]
 
     def fit_pixel_stats(self, max_images:int=512) -> dict:
-        "Per-pixel mean and sd of (up to `max_images`) images of each image modality: {m: (mean, sd)}."
+        "`PixelStandardize` of each image modality, fitted on (up to `max_images`, evenly spaced) images of this dataset."
         out = {}
-        for m in self.modalities:
-            if m == 'rna': continue
-            n = len(self.obs[m]['row'])
-            if n == 0: continue
-            idx = torch.linspace(0, n - 1, min(n, max_images)).long()
-            x = self.data[m][idx].float() if m in self.data else torch.stack([self._load(m, int(i)) for i in idx])
-            out[m] = (x.mean(0), x.std(0, correction=0) + 0.05)
+        for m, imgs in self.images.items():
+            if len(imgs) == 0: continue
+            idx = torch.linspace(0, len(imgs) - 1, min(len(imgs), max_images)).long()
+            out[m] = PixelStandardize.fit(torch.stack([imgs[int(i)] for i in idx]))
         return out
 
     def set_pixel_stats(self, stats:dict):
-        "Standardise every pixel with training statistics from `fit_pixel_stats` (applied when items are read)."
-        self.pixel_stats = {m: (a.float(), b.float()) for m, (a, b) in stats.items()}
+        "Standardise every image with training statistics (`fit_pixel_stats` of the training split) when items are read."
+        self.standardize = dict(stats)
 
     def _path(self, p):
         p = Path(p)
         return p if p.is_absolute() or self.root is None else self.root / p
-
-    def _load(self, m, i):
-        a = _resolve(self.loaders[m])(self.paths[m][i])
-        t = self.transforms[m](a) if m in self.transforms else resize_image(a, self.sizes[m])
-        if hasattr(t, 'as_tensor'): t = t.as_tensor()   # MONAI MetaTensor -> plain tensor (checkpoints stay weights-only)
-        return torch.as_tensor(t, dtype=torch.float32)
 
     def __len__(self): return len(self.subjects)
 
@@ -153,8 +159,8 @@ class SubjectDataset(Dataset):
         item = {'subject_id': self.subjects[i]}
         for m, idx in self.index[i].items():
             if len(idx) == 0: continue
-            x = self.data[m][idx] if m in self.data else torch.stack([self._load(m, int(j)) for j in idx])
-            if m in self.pixel_stats: x = (x.float() - self.pixel_stats[m][0]) / self.pixel_stats[m][1]
+            x = self.data[m][idx] if m in self.data else torch.stack([self.images[m][int(j)] for j in idx])
+            if m in self.standardize: x = self.standardize[m](x)
             item[f'{m}_x'] = x
             for k in ('organ', 'age', 'sex'): item[f'{m}_{k}'] = self.obs[m][k][idx]
         return item

@@ -15,8 +15,8 @@ log = logging.getLogger('organage')
 
 # %% auto #0
 __all__ = ['log', 'log_cpm', 'ExpressionPreprocessor', 'combat_correct', 'TopPercentNormalize', 'otsu_threshold', 'BrainMask',
-           'radiograph_transform', 'volume_transform', 'common_grid', 'resample_to_grid', 'mni_template',
-           'register_to_template']
+           'radiograph_transform', 'volume_transform', 'image_transforms', 'PixelStandardize', 'common_grid',
+           'resample_to_grid', 'mni_template', 'register_to_template']
 
 # %% ../../nbs/data/preprocess.ipynb #0007
 def _dense(X) -> np.ndarray:
@@ -267,6 +267,30 @@ def volume_transform(size:int=32, # output side
     elif normalise == 'minmax': t.append(ScaleIntensity(minv=0.0, maxv=1.0))
     elif normalise != 'none': raise ConfigError(f"normalise={normalise!r}: expected 'top1', 'zscore', 'minmax' or 'none'")
     return Compose(t + [EnsureType(data_type='tensor', dtype=np.float32)])
+
+# %% ../../nbs/data/preprocess.ipynb #f91426c7
+def image_transforms(image_size:int=64, # radiograph side
+                     volume_size:int=32, # volume side
+                    ) -> dict:
+    "The per-image MONAI chain of each image modality: {'xray': ..., 'mri': ...}."
+    return {'xray': radiograph_transform(image_size), 'mri': volume_transform(volume_size)}
+
+class PixelStandardize(Transform):
+    "(x - mean image) / (per-pixel sd + eps), with statistics fitted on training images."
+    def __init__(self, mean, # mean image, (1, *spatial)
+                 sd): # per-pixel sd (eps already added), same shape
+        import torch
+        self.mean, self.sd = torch.as_tensor(mean).float(), torch.as_tensor(sd).float()
+    @classmethod
+    def fit(cls, images, # (n, 1, *spatial) training images, after `image_transforms`
+            eps:float=0.05): # added to the sd, so flat pixels are not blown up
+        "Statistics of a stack of training images."
+        import torch
+        x = torch.as_tensor(images).float()
+        return cls(x.mean(0), x.std(0, correction=0) + eps)
+    def __call__(self, img):
+        import torch
+        return (torch.as_tensor(img).float() - self.mean) / self.sd
 
 # %% ../../nbs/data/preprocess.ipynb #0021
 def common_grid(size:int=32, fov_mm:float=210.0, centre=(0.0, -17.0, 5.0)) -> np.ndarray:
