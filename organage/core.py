@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # %% auto #0
 __all__ = ['PROFILES', 'PROGRESS_FILE_ENV', 'PROGRESS_ENV', 'MANIFEST_PACKAGES', 'OrganageError', 'ConfigError', 'DataError',
-           'NotEnoughDataError', 'RunConfig', 'parse_overrides', 'load_config', 'seed_everything', 'pick_device',
-           'atomic_write', 'atomic_path', 'write_json', 'write_csv', 'save_figure', 'progress', 'package_versions',
-           'git_state', 'fingerprint', 'RunManifest']
+           'NotEnoughDataError', 'available_names', 'RunConfig', 'parse_overrides', 'load_config', 'seed_everything',
+           'pick_device', 'atomic_write', 'atomic_path', 'write_json', 'write_csv', 'save_figure', 'progress',
+           'package_versions', 'git_state', 'fingerprint', 'RunManifest']
 
 # %% ../nbs/00_core.ipynb #0006
 class OrganageError(Exception):
@@ -41,6 +41,14 @@ class NotEnoughDataError(OrganageError):
     "A statistic or model needs more data than was given."
 
 # %% ../nbs/00_core.ipynb #0009
+def available_names(items, # names (or anything printable) the user may choose from
+                    limit:int=20, # names shown before the list is cut
+                   ) -> str:
+    "`items` sorted and comma-separated for an error message, cut after `limit` with the total count."
+    items = sorted(map(str, items))
+    return ', '.join(items[:limit]) + (f' ... ({len(items)} in all)' if len(items) > limit else '')
+
+# %% ../nbs/00_core.ipynb #0012
 class RunConfig(BaseModel):
     "Typed settings of one organage run. Unknown keys are refused."
     model_config = ConfigDict(extra='forbid', validate_assignment=True)
@@ -71,7 +79,7 @@ class RunConfig(BaseModel):
         "Where this profile's outputs go: `<out_dir>/<profile>`."
         return Path(self.out_dir)/self.profile
 
-# %% ../nbs/00_core.ipynb #0010
+# %% ../nbs/00_core.ipynb #0013
 PROFILES: dict[str, dict[str, Any]] = {
     'quick': dict(subjects=1200, n_genes=2000, image_size=64, volume_size=32, epochs=24, batch_size=64,
                   num_workers=0, precision='32-true', n_bootstrap=1000),
@@ -79,7 +87,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                  num_workers=8, precision='bf16-mixed', n_bootstrap=10000),
 }
 
-# %% ../nbs/00_core.ipynb #0012
+# %% ../nbs/00_core.ipynb #0015
 def _read_yaml(path) -> dict:
     import yaml
     p = Path(path)
@@ -122,7 +130,7 @@ def load_config(profile:str='quick', # 'quick' or 'full'
         field_ = '.'.join(str(x) for x in err['loc'])
         raise ConfigError(f"setting {field_!r}: {err['msg']} (found {err.get('input')!r})") from None
 
-# %% ../nbs/00_core.ipynb #0016
+# %% ../nbs/00_core.ipynb #0019
 def seed_everything(seed:int) -> int:
     "Seed python's `random`, numpy and torch's CPU and CUDA generators; returns the seed."
     random.seed(seed)
@@ -148,7 +156,7 @@ def pick_device(device:str='auto') -> str:
     if device == 'cuda' and not has: raise ConfigError("device 'cuda' requested but no CUDA GPU is visible to torch")
     return 'cuda' if has else 'cpu'
 
-# %% ../nbs/00_core.ipynb #0019
+# %% ../nbs/00_core.ipynb #0022
 @contextlib.contextmanager
 def atomic_write(path:str|os.PathLike, # destination file
                  mode:str='w', # 'w' for text, 'wb' for bytes
@@ -198,7 +206,7 @@ def save_figure(fig, path, dpi:int=150, **kw) -> Path:
     with atomic_path(path) as tmp: fig.savefig(tmp, dpi=dpi, bbox_inches='tight', format=path.suffix.lstrip('.'), **kw)
     return path
 
-# %% ../nbs/00_core.ipynb #0022
+# %% ../nbs/00_core.ipynb #0025
 PROGRESS_FILE_ENV, PROGRESS_ENV = 'ORGANAGE_PROGRESS_FILE', 'ORGANAGE_PROGRESS'
 
 def _relay_tqdm():
@@ -238,7 +246,7 @@ def progress(iterable=None, # what to iterate over (or None and call `update`)
     else: from tqdm.auto import tqdm
     return tqdm(iterable, desc=desc, total=total, disable=disable, **kwargs)
 
-# %% ../nbs/00_core.ipynb #0025
+# %% ../nbs/00_core.ipynb #0028
 MANIFEST_PACKAGES = ('organage', 'numpy', 'pandas', 'scipy', 'torch', 'lightning', 'anndata', 'scanpy', 'monai',
                      'captum', 'pydeseq2', 'statsmodels', 'pingouin', 'umap-learn', 'scikit-learn', 'papermill', 'nbdev')
 
@@ -272,7 +280,7 @@ def fingerprint(path:str|os.PathLike, pattern:str='**/*') -> dict:
             for chunk in iter(lambda: fh.read(1 << 20), b''): h.update(chunk)
     return {'path': str(p), 'files': len(files), 'sha256': h.hexdigest()}
 
-# %% ../nbs/00_core.ipynb #0026
+# %% ../nbs/00_core.ipynb #0029
 @dataclass
 class RunManifest:
     "Collects what a run did; `write` puts it beside the outputs as `manifest.json`."
