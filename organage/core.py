@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 # %% auto #0
 __all__ = ['PROFILE_SECTIONS', 'PROFILES', 'PROGRESS_FILE_ENV', 'PROGRESS_ENV', 'MANIFEST_PACKAGES', 'OrganageError',
-           'ConfigError', 'DataError', 'NotEnoughDataError', 'RunConfig', 'parse_overrides', 'load_config',
-           'TrainConfig', 'train_config_for', 'pick_device', 'atomic_write', 'atomic_path', 'write_json', 'write_csv',
-           'save_figure', 'progress', 'package_versions', 'git_state', 'fingerprint', 'RunManifest']
+           'ConfigError', 'DataError', 'NotEnoughDataError', 'available_names', 'RunConfig', 'parse_overrides',
+           'load_config', 'TrainConfig', 'train_config_for', 'pick_device', 'atomic_write', 'atomic_path', 'write_json',
+           'write_csv', 'save_figure', 'progress', 'package_versions', 'git_state', 'fingerprint', 'RunManifest']
 
 # %% ../nbs/00_core.ipynb #0006
 class OrganageError(Exception):
@@ -39,6 +39,14 @@ class DataError(OrganageError):
 
 class NotEnoughDataError(OrganageError):
     "A statistic or model needs more data than was given."
+
+# %% ../nbs/00_core.ipynb #0009
+def available_names(items, # names (or anything printable) the user may choose from
+                    limit:int=20, # names shown before the list is cut
+                   ) -> str:
+    "`items` sorted and comma-separated for an error message, cut after `limit` with the total count."
+    items = sorted(map(str, items))
+    return ', '.join(items[:limit]) + (f' ... ({len(items)} in all)' if len(items) > limit else '')
 
 # %% ../nbs/00_core.ipynb #30766957
 PROFILE_SECTIONS = ('train', 'model')   # settings of `TrainConfig` and of the network (`organage.model.fusion.ModelConfig`)

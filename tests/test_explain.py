@@ -110,11 +110,11 @@ def test_bad_requests_list_what_is_available():
     assert one.table.n_samples.unique().tolist() == [1] and one.organs == ['liver']
 
 
-def _organ_model(modalities=('rna', 'xray', 'mri'), organs=('brain', 'kidney', 'liver', 'lung'), n_genes=30, kind='aligned'):
+def _organ_model(modalities=('rna', 'xray', 'mri'), organs=('brain', 'kidney', 'liver', 'lung'), n_genes=30, kind='aligned', **kw):
     from organage.model.fusion import OrganAgeModel, ModelConfig
     torch.manual_seed(0)
     return OrganAgeModel(ModelConfig(kind=kind, modalities=list(modalities), organs=list(organs), n_genes=n_genes, latent_dim=16,
-                                     proj_dim=8, enc_width=4, enc_depth=2, n_heads=2, n_layers=1)).eval()
+                                     proj_dim=8, enc_width=4, enc_depth=2, n_heads=2, n_layers=1, **kw)).eval()
 
 
 def test_adapters_on_the_organ_age_model():
@@ -128,6 +128,84 @@ def test_adapters_on_the_organ_age_model():
         explain_genes(_organ_model(('xray', 'mri')), A, A)
     with pytest.raises(OrganageError, match="organ 'heart' is not one the model predicts; available organs: brain, kidney, liver, lung"):
         explain_latents(m, A, A, organs=['heart'])
+
+
+# ---------------------------------------------------------------- the model's explanation interface
+# explain/ used to rebuild the model's forward pass itself; these are those formulas, verbatim, as the reference
+# that OrganAgeModel.encode_modality / fuse_latents / to_years must reproduce bit for bit.
+
+def _old_encode(model, modality, x):
+    return model.vibs[modality](model.encoders[modality](x))[1]
+
+
+def _old_fuse(model, z, modality, organ_idx):
+    from organage.model.fusion import scatter_tokens
+    from organage.model.encoders import MODALITIES
+    cfg, n = model.cfg, z.shape[0]
+    subj = torch.arange(n, device=z.device)
+    mod = torch.full((n,), MODALITIES.index(modality), dtype=torch.long, device=z.device)
+    org = torch.full((n,), organ_idx, dtype=torch.long, device=z.device)
+    if cfg.kind == 'aligned':
+        tok, valid, m, o = scatter_tokens(z, subj, n, mod, org)
+        h = model.fusion(tok, m, o, valid)
+    else:
+        h = model.fusion(z, subj, mod, org, n)
+    mu, var = model.head(h)
+    return mu[:, organ_idx] * cfg.age_scale + cfg.age_center, var[:, organ_idx].sqrt() * cfg.age_scale
+
+
+_INPUTS = {'rna': lambda g: torch.randn(5, 20, generator=g), 'xray': lambda g: torch.rand(5, 1, 16, 16, generator=g),
+           'mri': lambda g: torch.rand(3, 1, 16, 16, 16, generator=g)}
+
+
+@pytest.mark.parametrize('kind,modalities,kw', [('aligned', ('rna', 'xray', 'mri'), {}), ('aligned', ('rna', 'xray', 'mri'), dict(n_latents=2)),
+                                                ('aligned', ('rna', 'mri'), dict(fusion_mode='global')), ('naive', ('rna', 'xray', 'mri'), {}),
+                                                ('unimodal', ('rna',), {})])
+def test_model_interface_is_bit_identical_to_the_old_formulas(kind, modalities, kw):
+    from organage.model.fusion import toy_batch
+    m = _organ_model(modalities, organs=('brain', 'heart', 'lung'), n_genes=20, kind=kind, **kw)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for mod in modalities:
+            x = _INPUTS[mod](g)
+            z = m.encode_modality(mod, x)
+            assert torch.equal(z, _old_encode(m, mod, x))
+            for k, organ in enumerate(m.cfg.organs):
+                age, sigma = m.fuse_latents(z, mod, organ)
+                old_age, old_sigma = _old_fuse(m, z, mod, k)
+                assert torch.equal(age, old_age) and torch.equal(sigma, old_sigma), (mod, organ)
+        b = {k: v for k, v in toy_batch().items() if k == 'subject_id' or k.split('_')[0] in modalities}
+        c, out = m.cfg, m(b)
+        mu, sd = out['mu'].float() * c.age_scale + c.age_center, out['var'].float().sqrt() * c.age_scale
+        want = [(b['subject_id'][i], c.organs[o], float(mu[i, o]), float(sd[i, o])) for i, o in out['target_mask'].nonzero().tolist()]
+        assert [(r['subject_id'], r['organ'], r['mu'], r['sigma']) for r in m.predict(b)] == want
+        t = out['target_mask']
+        assert torch.equal(m.loss(b)['mae'], ((out['mu'][t].float() * c.age_scale + c.age_center) - out['target'][t]).abs().mean())
+
+
+@pytest.mark.parametrize('kind', ['aligned', 'naive'])
+def test_explanations_unchanged_by_the_model_interface(kind):
+    "Gene and latent IG, and Grad-CAM, equal what the old hand-built forward functions give, exactly."
+    A, _ = _expression(20, 30)
+    m = _organ_model(kind=kind)
+    org = m.cfg.organs
+    old_lat = lambda z, organ: _old_fuse(m, z, 'rna', org.index(organ))[0]
+    old_enc = lambda x: _old_encode(m, 'rna', x)
+    ig = dict(n_steps=8, progress=False)
+    new = explain_genes(m, A, A, **ig)
+    ref = feature_attribution(lambda x, organ: old_lat(old_enc(x), organ), A, mean_baseline(A), organs=['kidney', 'liver'],
+                              model_organs=org, kind='gene', **ig)
+    pd.testing.assert_frame_equal(new.table, ref.table, check_exact=True)
+    assert new.delta == ref.delta and all(np.array_equal(new.samples[o][1], ref.samples[o][1]) for o in ref.samples)
+    new = explain_latents(m, A, A, organs=['liver'], **ig)
+    ref = latent_attribution(old_enc, old_lat, A, A, organs=['liver'], model_organs=org, **ig)
+    pd.testing.assert_frame_equal(new.table, ref.table, check_exact=True)
+    assert np.array_equal(new.samples['liver'][1], ref.samples['liver'][1])
+    rng = np.random.default_rng(0)
+    for mod, organ, shape in (('xray', 'lung', (3, 16, 16)), ('mri', 'brain', (2, 16, 16, 16))):
+        imgs = rng.random(shape, dtype=np.float32)
+        want = gradcam(m.encoders[mod], imgs, forward=lambda x: _old_fuse(m, _old_encode(m, mod, x), mod, org.index(organ))[0], progress=False)
+        assert np.array_equal(model_gradcam(m, mod, imgs, progress=False), want), mod
 
 
 # ---------------------------------------------------------------- Grad-CAM

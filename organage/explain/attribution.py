@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 from ..core import progress as tqdm  # notebook bar by hand, terminal bar under `organage reproduce`
-from ..core import OrganageError, DataError
+from ..core import OrganageError, DataError, available_names
 
 log = logging.getLogger('organage')
 
@@ -104,17 +104,13 @@ class Attribution:
         return f"Attribution({self.kind}: {len(self.organs)} organs {self.organs}, {self.table.feature.nunique()} features)"
 
 # %% ../../nbs/explain/attribution.ipynb #0014
-def _available(items) -> str:
-    items = sorted(map(str, items))
-    return ', '.join(items[:20]) + (f' ... ({len(items)} in all)' if len(items) > 20 else '')
-
 def _organ_forward(forward, organ:str, model_organs) -> Callable:
     "The single-organ forward function, or a clear error naming the organs the model knows."
     if model_organs is not None and organ not in model_organs:
-        raise OrganageError(f"organ {organ!r} is not one the model predicts; available organs: {_available(model_organs)}")
+        raise OrganageError(f"organ {organ!r} is not one the model predicts; available organs: {available_names(model_organs)}")
     if isinstance(forward, Mapping):
         if organ not in forward:
-            raise OrganageError(f"organ {organ!r} is not one the model predicts; available organs: {_available(forward)}")
+            raise OrganageError(f"organ {organ!r} is not one the model predicts; available organs: {available_names(forward)}")
         return forward[organ]
     return lambda x: forward(x, organ)
 
@@ -126,13 +122,13 @@ def _select_rows(adata, organs, subject_ids):
                                            found=', '.join(map(str, obs.columns)))
     have = set(obs['organ'].astype(str))
     for o in organs:
-        if o not in have: raise OrganageError(f"organ {o!r} has no samples in the data given; available organs: {_available(have)}")
+        if o not in have: raise OrganageError(f"organ {o!r} has no samples in the data given; available organs: {available_names(have)}")
     mask = obs['organ'].astype(str).isin(organs).to_numpy()
     if subject_ids is not None:
         subject_ids = [subject_ids] if isinstance(subject_ids, str) else list(subject_ids)
         subs = set(obs['subject_id'].astype(str))
         missing = [s for s in subject_ids if s not in subs]
-        if missing: raise OrganageError(f"subject id(s) {', '.join(missing)} not present; available subjects: {_available(subs)}")
+        if missing: raise OrganageError(f"subject id(s) {', '.join(missing)} not present; available subjects: {available_names(subs)}")
         mask &= obs['subject_id'].astype(str).isin(subject_ids).to_numpy()
         if not mask.any(): raise OrganageError(f"subject(s) {', '.join(subject_ids)} have no sample of organ(s) {', '.join(organs)}")
     return mask
@@ -162,7 +158,7 @@ def feature_attribution(forward, # `forward(x, organ)` or {organ: forward(x)}; x
         if sub.n_obs == 0: continue
         b = baseline.get(organ) if isinstance(baseline, Mapping) else baseline
         if isinstance(baseline, Mapping) and b is None:
-            raise OrganageError(f"no baseline for organ {organ!r}; baselines given for: {_available(baseline)}")
+            raise OrganageError(f"no baseline for organ {organ!r}; baselines given for: {available_names(baseline)}")
         A, d = integrated_gradients(f, sub.X, b, return_delta=True, desc=f'IG {kind} {organ}', **ig_kw)
         deltas[organ] = float(np.abs(d).max() / max(np.abs(A.sum(1)).mean(), 1e-12))
         imp, sgn = np.abs(A).mean(0), A.mean(0)
@@ -214,7 +210,7 @@ def cumulative_attribution(res:Attribution|pd.DataFrame, # result of `feature_at
                           ) -> pd.DataFrame:
     "Rank, feature, share and cumulative share of the total attribution, for one organ."
     t = res.table if isinstance(res, Attribution) else res
-    if organ not in set(t['organ']): raise OrganageError(f"organ {organ!r} was not attributed; available organs: {_available(set(t['organ']))}")
+    if organ not in set(t['organ']): raise OrganageError(f"organ {organ!r} was not attributed; available organs: {available_names(set(t['organ']))}")
     g = t[t['organ'] == organ].sort_values('rank')[['rank', 'feature', 'symbol', 'importance', 'share']].reset_index(drop=True)
     g['cumulative_share'] = g['share'].cumsum()
     return g
@@ -239,8 +235,8 @@ def subject_attribution(res:Attribution, # from `feature_attribution` with keep_
                                           feature=res.var_names[top], symbol=feats.reindex(res.var_names[top]).to_numpy(),
                                           attribution=a[top], total=a.sum())))
     if organ is not None and organ not in res.samples:
-        raise OrganageError(f"organ {organ!r} was not attributed; available organs: {_available(res.samples)}")
-    if not rows: raise OrganageError(f"subject {subject_id!r} has no attributed sample{f' of {organ}' if organ else ''}; available subjects: {_available(subs)}")
+        raise OrganageError(f"organ {organ!r} was not attributed; available organs: {available_names(res.samples)}")
+    if not rows: raise OrganageError(f"subject {subject_id!r} has no attributed sample{f' of {organ}' if organ else ''}; available subjects: {available_names(subs)}")
     return pd.concat(rows, ignore_index=True)
 
 # %% ../../nbs/explain/attribution.ipynb #0025
@@ -321,7 +317,7 @@ def plot_rank_overlay(res:Attribution|pd.DataFrame, # attribution result
     organs = organs or list(dict.fromkeys(t['organ']))
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.5, 4))
     for o in organs:
-        if o not in set(t['organ']): raise OrganageError(f"organ {o!r} was not attributed; available organs: {_available(set(t['organ']))}")
+        if o not in set(t['organ']): raise OrganageError(f"organ {o!r} was not attributed; available organs: {available_names(set(t['organ']))}")
         g = t[t['organ'] == o].sort_values('rank')
         y = 100 * g['share'] if normalise else g['importance']
         ax.plot(g['rank'], y, marker='o', ms=3, label=f"{o} (top: {', '.join(g['symbol'].iloc[:3])})")
@@ -356,42 +352,21 @@ def plot_cumulative_attribution(res:Attribution|pd.DataFrame, # attribution resu
 # %% ../../nbs/explain/attribution.ipynb #0035
 def _check_rna(model):
     cfg = getattr(model, 'cfg', None)
-    if cfg is None or not hasattr(model, 'encoders'):
-        raise OrganageError(f"expected an organage OrganAgeModel (with .cfg and .encoders); found {type(model).__name__}")
-    if 'rna' not in model.encoders:
+    if cfg is None or not hasattr(model, 'fuse_latents'):
+        raise OrganageError(f"expected an organage OrganAgeModel (with .cfg and .fuse_latents); found {type(model).__name__}")
+    if 'rna' not in cfg.modalities:
         raise OrganageError(f"the model has no RNA encoder, so genes cannot be attributed; its modalities: {', '.join(cfg.modalities)}")
     return cfg
-
-def _organ_index(cfg, organ:str) -> int:
-    if organ not in cfg.organs:
-        raise OrganageError(f"organ {organ!r} is not one the model predicts; available organs: {_available(cfg.organs)}")
-    return cfg.organs.index(organ)
-
-def _fuse(model, z:torch.Tensor, modality:str, organ_idx:int) -> torch.Tensor:
-    "Predicted age (years) of organ `organ_idx` for rows of latents `z`, each row its own subject."
-    from organage.model.fusion import scatter_tokens
-    from organage.model.encoders import MODALITIES
-    cfg, n = model.cfg, z.shape[0]
-    subj = torch.arange(n, device=z.device)
-    mod = torch.full((n,), MODALITIES.index(modality), dtype=torch.long, device=z.device)
-    org = torch.full((n,), organ_idx, dtype=torch.long, device=z.device)
-    if cfg.kind == 'aligned':
-        tok, valid, m, o = scatter_tokens(z, subj, n, mod, org)
-        h = model.fusion(tok, m, o, valid)
-    else:
-        h = model.fusion(z, subj, mod, org, n)
-    mu, _ = model.head(h)
-    return mu[:, organ_idx] * cfg.age_scale + cfg.age_center
 
 def rna_latent_encoder(model) -> Callable:
     "x (n, genes) -> RNA bottleneck mean z (n, latent_dim) of an `OrganAgeModel` (put in eval mode)."
     _check_rna(model); model.eval()
-    return lambda x: model.vibs['rna'](model.encoders['rna'](x))[1]
+    return lambda x: model.encode_modality('rna', x)
 
 def rna_latent_forward(model) -> Callable:
     "`f(z, organ)`: RNA latent (n, latent_dim) -> the organ's predicted age in years."
-    cfg = _check_rna(model); model.eval()
-    return lambda z, organ: _fuse(model, z, 'rna', _organ_index(cfg, organ))
+    _check_rna(model); model.eval()
+    return lambda z, organ: model.fuse_latents(z, 'rna', organ)[0]
 
 def rna_age_forward(model) -> Callable:
     "`f(x, organ)`: expression (n, genes) -> the organ's predicted age in years, each row one RNA observation."
@@ -399,16 +374,17 @@ def rna_age_forward(model) -> Callable:
     return lambda x, organ: lat(enc(x), organ)
 
 # %% ../../nbs/explain/attribution.ipynb #0037
-def _default_organs(cfg, adata, organs):
+def _default_organs(model, adata, organs):
+    cfg = model.cfg
     if organs is not None:
-        for o in organs: _organ_index(cfg, o)
+        for o in organs: model.organ_index(o)
         return list(organs)
     have = set(adata.obs['organ'].astype(str)) if 'organ' in adata.obs else set()
     out = [o for o in cfg.organs if o in have]
     skipped = sorted(have - set(cfg.organs))
     if skipped: log.warning("attribution: %d organ(s) in the data are not predicted by the model and were skipped: %s", len(skipped), ', '.join(skipped))
-    if not out: raise OrganageError(f"no held-out RNA sample of an organ the model predicts; model organs: {_available(cfg.organs)};"
-                                    f" data organs: {_available(have) or 'none'}")
+    if not out: raise OrganageError(f"no held-out RNA sample of an organ the model predicts; model organs: {available_names(cfg.organs)};"
+                                    f" data organs: {available_names(have) or 'none'}")
     return out
 
 def _check_genes(cfg, adata, what):
@@ -424,13 +400,13 @@ def explain_genes(model, # a trained `OrganAgeModel` with an RNA encoder
                  ) -> Attribution:
     "Gene-level integrated gradients of each organ's predicted age (seed 000 Figure 8)."
     cfg = _check_rna(model); _check_genes(cfg, test, 'held-out RNA'); _check_genes(cfg, train, 'training RNA')
-    organs = _default_organs(cfg, test, organs)
+    organs = _default_organs(model, test, organs)
     base = mean_baseline(train)
     return feature_attribution(rna_age_forward(model), test, base, organs=organs, model_organs=cfg.organs, kind='gene', **kw)
 
 def explain_latents(model, test, train, organs:Sequence[str]|None=None, **kw) -> Attribution:
     "Integrated gradients over the RNA latent dimensions of each organ's predicted age (seed 000 Figures 9-10)."
     cfg = _check_rna(model); _check_genes(cfg, test, 'held-out RNA'); _check_genes(cfg, train, 'training RNA')
-    organs = _default_organs(cfg, test, organs)
+    organs = _default_organs(model, test, organs)
     return latent_attribution(rna_latent_encoder(model), rna_latent_forward(model), test, train,
                               organs=organs, model_organs=cfg.organs, **kw)

@@ -239,11 +239,9 @@ def observation_latents(model, # an `OrganAgeModel`
     "AnnData of observation latents (obsm X_latent, and X_proj when the model aligns) with obs metadata."
     import torch, anndata
     from organage.model.encoders import MODALITIES
-    if not hasattr(model, 'encode') or not hasattr(model, 'cfg'):
-        raise OrganageError(f"expected an organage OrganAgeModel (with .encode and .cfg); found {type(model).__name__}")
-    if modalities is not None:
-        bad = [m for m in modalities if m not in model.cfg.modalities]
-        if bad: raise OrganageError(f"modality {', '.join(bad)} not in the model; its modalities: {', '.join(model.cfg.modalities)}")
+    if not all(hasattr(model, a) for a in ('cfg', 'encode', 'check_modality')):
+        raise OrganageError(f"expected an organage OrganAgeModel (with .cfg, .encode and .check_modality); found {type(model).__name__}")
+    for m in modalities or (): model.check_modality(m)
     was = model.training; model.eval()
     parts, meta = {'X_latent': [], 'X_proj': []}, []
     try:

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 from ..core import progress as tqdm  # notebook bar by hand, terminal bar under `organage reproduce`
-from ..core import OrganageError
+from ..core import OrganageError, available_names
 
 log = logging.getLogger('organage')
 
@@ -316,27 +316,25 @@ def plot_gap_maps(table:pd.DataFrame, # `group_maps` over `gap_groups` labels
 # %% ../../nbs/explain/gradcam.ipynb #0023
 MODALITY_ORGAN = {'xray': 'lung', 'mri': 'brain'}
 
-def _check_image_model(model, modality:str, organ:str|None):
+def _check_image_model(model, modality:str, organ:str|None) -> str:
+    "The organ to explain, once `model` is known to have an image encoder for `modality` and to predict that organ."
     cfg = getattr(model, 'cfg', None)
-    if cfg is None or not hasattr(model, 'encoders'):
-        raise OrganageError(f"expected an organage OrganAgeModel (with .cfg and .encoders); found {type(model).__name__}")
+    if cfg is None or not hasattr(model, 'fuse_latents'):
+        raise OrganageError(f"expected an organage OrganAgeModel (with .cfg and .fuse_latents); found {type(model).__name__}")
     imaging = [m for m in cfg.modalities if m in MODALITY_ORGAN]
-    if modality not in model.encoders or modality not in MODALITY_ORGAN:
+    if modality not in cfg.modalities or modality not in MODALITY_ORGAN:
         raise OrganageError(f"the model has no image encoder for modality {modality!r}; its image modalities: {', '.join(imaging) or 'none'}")
     organ = organ or MODALITY_ORGAN[modality]
-    if organ not in cfg.organs:
-        raise OrganageError(f"organ {organ!r} is not one the model predicts; available organs: {', '.join(cfg.organs)}")
-    return cfg, organ
+    model.organ_index(organ)
+    return organ
 
 def image_age_forward(model, # an `OrganAgeModel`
                       modality:str, # 'xray' or 'mri'
                       organ:str|None=None, # organ whose age is explained (default: lung for xray, brain for mri)
                      ) -> Callable:
     "images (n, 1, *spatial) -> the organ's predicted age in years, each image its own subject's only observation."
-    from organage.explain.attribution import _fuse
-    cfg, organ = _check_image_model(model, modality, organ); model.eval()
-    k = cfg.organs.index(organ)
-    return lambda x: _fuse(model, model.vibs[modality](model.encoders[modality](x))[1], modality, k)
+    organ = _check_image_model(model, modality, organ); model.eval()
+    return lambda x: model.fuse_latents(model.encode_modality(modality, x), modality, organ)[0]
 
 def _sized_loader(load, size):
     if load is None or size is None: return load
@@ -347,20 +345,20 @@ def model_gradcam(model, # an `OrganAgeModel`
                   modality:str, # 'xray' or 'mri'
                   images, # arrays at the model's size, or paths with `load` (and `size`)
                   organ:str|None=None, # default lung (xray) / brain (mri)
-                  layer:str|None=None, # a layer of `model.encoders[modality]`; None = last feature map
+                  layer:str|None=None, # a layer of `model.encoder(modality)`; None = last feature map
                   load:Callable|None=None, size:int|None=None, # read and resize files
                   **kw, # sign, batch_size, device, progress
                  ) -> np.ndarray:
     "Per-image Grad-CAM of the organ's predicted age, taken in the modality's encoder."
     _check_image_model(model, modality, organ)
-    return gradcam(model.encoders[modality], images, layer, forward=image_age_forward(model, modality, organ),
+    return gradcam(model.encoder(modality), images, layer, forward=image_age_forward(model, modality, organ),
                    load=_sized_loader(load, size), **kw)
 
 def model_group_gradcam(model, modality:str, images, groups, organ:str|None=None, layer:str|None=None,
                         load:Callable|None=None, size:int|None=None, **kw) -> pd.DataFrame:
     "Grad-CAM of the organ's predicted age averaged per group (see `group_gradcam`), batch by batch."
     _check_image_model(model, modality, organ)
-    return group_gradcam(model.encoders[modality], images, groups, layer, forward=image_age_forward(model, modality, organ),
+    return group_gradcam(model.encoder(modality), images, groups, layer, forward=image_age_forward(model, modality, organ),
                          load=_sized_loader(load, size), **kw)
 
 # %% ../../nbs/explain/gradcam.ipynb #0026
@@ -383,8 +381,7 @@ def subject_gradcam(model, # an `OrganAgeModel`
     have = adata.obs['subject_id'].astype(str)
     missing = [s for s in ids if s not in set(have)]
     if missing:
-        from organage.explain.attribution import _available
-        raise OrganageError(f"subject id(s) {', '.join(missing)} not present among the {modality} images; available subjects: {_available(set(have))}")
+        raise OrganageError(f"subject id(s) {', '.join(missing)} not present among the {modality} images; available subjects: {available_names(set(have))}")
     obs = adata.obs[have.isin(ids).to_numpy()]
     if load is None:
         import importlib

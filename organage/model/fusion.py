@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from pydantic import BaseModel, ConfigDict, Field
-from ..core import ConfigError
+from ..core import ConfigError, OrganageError, available_names
 from .encoders import make_encoder, MODALITIES
 from .alignment import VIB, kl_standard_normal, ProjectionHead, info_nce, positive_mask
 
@@ -211,16 +211,18 @@ class OrganAgeModel(nn.Module):
         if not use: raise ValueError("batch holds no observation of the model's modalities")
         return {k: torch.cat(v) for k, v in parts.items() if v}
 
+    def _fuse(self, z, subj, mod, org, n_subjects:int):
+        "Observation latents and their subject, modality and organ ids -> (mu, var) (n_subjects, n_organs), standard scale."
+        if self.cfg.kind == 'aligned':
+            tok, valid, m, o = scatter_tokens(z, subj, n_subjects, mod, org)
+            return self.head(self.fusion(tok, m, o, valid))
+        return self.head(self.fusion(z, subj, mod, org, n_subjects))
+
     def forward(self, batch:dict, modalities=None) -> dict:
         "Returns mu/var (B, n_organs, standard scale), the target and its mask, and the observation latents."
         obs = self.encode(batch, modalities)
         B, n_org = len(batch['subject_id']), len(self.cfg.organs)
-        if self.cfg.kind == 'aligned':
-            tok, valid, mod, org = scatter_tokens(obs['z'], obs['subj'], B, obs['mod'], obs['organ'])
-            h = self.fusion(tok, mod, org, valid)
-        else:
-            h = self.fusion(obs['z'], obs['subj'], obs['mod'], obs['organ'], B)
-        mu, var = self.head(h)
+        mu, var = self._fuse(obs['z'], obs['subj'], obs['mod'], obs['organ'], B)
         cell = obs['subj'] * n_org + obs['organ']
         age_sum = obs['age'].new_zeros(B * n_org).index_add_(0, cell, obs['age'].float())
         cnt = obs['age'].new_zeros(B * n_org).index_add_(0, cell, torch.ones_like(obs['age'], dtype=torch.float))
@@ -245,7 +247,7 @@ class OrganAgeModel(nn.Module):
             total = total + c.lambda_align * nce
             parts['infonce'] = nce.detach()
         with torch.no_grad():
-            mae = ((out['mu'][m].float() * c.age_scale + c.age_center) - out['target'][m]).abs().mean()
+            mae = (self.to_years(out['mu'][m].float())[0] - out['target'][m]).abs().mean()
         return dict(loss=total, mae=mae, **parts)
 
     @torch.no_grad()
@@ -253,13 +255,58 @@ class OrganAgeModel(nn.Module):
         "One row per (subject, organ) with observations: subject_id, organ, age, mu, sigma (years)."
         c = self.cfg
         out = self(batch, modalities)
-        mu = out['mu'].float() * c.age_scale + c.age_center
-        sigma = out['var'].float().sqrt() * c.age_scale
+        mu, sigma = self.to_years(out['mu'].float(), out['var'].float())
         rows = []
         for b, o in out['target_mask'].nonzero().tolist():
             rows.append(dict(subject_id=batch['subject_id'][b], organ=c.organs[o], age=float(out['target'][b, o]),
                              mu=float(mu[b, o]), sigma=float(sigma[b, o])))
         return rows
+
+    def to_years(self, mu:torch.Tensor, # predicted means on the model's standard scale
+                 var:torch.Tensor|None=None, # predicted variances on that scale (None: no sigma wanted)
+                ) -> tuple[torch.Tensor, torch.Tensor|None]:
+        "(age, sigma) in years: `mu * age_scale + age_center` and `sqrt(var) * age_scale` (None without `var`)."
+        c = self.cfg
+        return mu * c.age_scale + c.age_center, (None if var is None else var.sqrt() * c.age_scale)
+
+    def check_modality(self, modality:str, # a modality name, e.g. 'rna'
+                      ) -> str:
+        "`modality` if the model encodes it, else an `OrganageError` naming the modalities it does."
+        if modality not in self.cfg.modalities:
+            raise OrganageError(f"modality {modality!r} is not one the model encodes; its modalities: {', '.join(self.cfg.modalities)}")
+        return modality
+
+    def organ_index(self, organ:str, # an organ name, e.g. 'lung'
+                   ) -> int:
+        "Position of `organ` among the model's organ outputs, else an `OrganageError` naming the organs it predicts."
+        if organ not in self.cfg.organs:
+            raise OrganageError(f"organ {organ!r} is not one the model predicts; available organs: {available_names(self.cfg.organs)}")
+        return self.cfg.organs.index(organ)
+
+    def encoder(self, modality:str, # one of the model's modalities
+               ) -> nn.Module:
+        "The encoder network of `modality` (raw input -> features before the bottleneck), e.g. the network Grad-CAM hooks."
+        return self.encoders[self.check_modality(modality)]
+
+    def encode_modality(self, modality:str, # one of the model's modalities
+                        x:torch.Tensor, # raw inputs of that modality: (n, genes), (n, 1, H, W) or (n, 1, D, H, W)
+                       ) -> torch.Tensor:
+        "Latents (n, latent_dim) of one modality's inputs: its encoder, then the bottleneck mean (never a sample)."
+        enc = self.encoder(modality)   # checks the name first
+        return self.vibs[modality](enc(x))[1]
+
+    def fuse_latents(self, z:torch.Tensor, # (n, latent_dim) latents of one modality, e.g. from `encode_modality`
+                     modality:str, # the modality they come from
+                     organ:str, # the organ whose age is answered
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        "(age, sigma) in years, each (n,), of `organ`, every row of `z` its own subject's only observation."
+        k, o = MODALITIES.index(self.check_modality(modality)), self.organ_index(organ)
+        if z.ndim != 2 or z.shape[1] != self.cfg.latent_dim:
+            raise OrganageError(f"latents must be (rows, {self.cfg.latent_dim}); found shape {tuple(z.shape)}")
+        n = z.shape[0]
+        ids = lambda v: torch.full((n,), v, dtype=torch.long, device=z.device)
+        mu, var = self._fuse(z, torch.arange(n, device=z.device), ids(k), ids(o), n)
+        return self.to_years(mu[:, o], var[:, o])
 
 # %% ../../nbs/model/fusion.ipynb #0022
 def toy_batch(n_genes:int=20, image_size:int=16, volume_size:int=16, seed:int=0) -> dict:
