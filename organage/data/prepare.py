@@ -10,7 +10,7 @@ from ..core import RunConfig, TrainConfig, DataError, write_csv
 from .datasets import SubjectDataset
 
 # %% auto #0
-__all__ = ['split_table', 'preprocess_rna', 'CohortData', 'split_adata']
+__all__ = ['split_table', 'preprocess_rna', 'CohortData', 'split_adata', 'split_images']
 
 # %% ../../nbs/data/prepare.ipynb #9fce2399
 def split_table(adatas:dict, cfg:RunConfig, tcfg:TrainConfig) -> pd.DataFrame:
@@ -66,6 +66,15 @@ class CohortData:
         stats = self.ds['train'].fit_pixel_stats()
         for d in self.ds.values(): d.set_pixel_stats(stats)
 
+    def loader(self, split:str, # 'train', 'val' or 'test'
+               batch_size:int=64, modalities=None): # None = every modality; else a view on these
+        "The subjects of `split` in a fixed order, collated for the model (for prediction and explanations)."
+        from torch.utils.data import DataLoader
+        from organage.data.datasets import collate_subjects
+        ds = self.ds[split] if modalities is None else self.ds[split].view(modalities)
+        return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_subjects)
+
+
 # %% ../../nbs/data/prepare.ipynb #e5248068
 def split_adata(data:CohortData, modality:str, split:str):
     "The (preprocessed) AnnData of one modality restricted to the subjects of one split."
@@ -74,4 +83,20 @@ def split_adata(data:CohortData, modality:str, split:str):
     a = data.adatas[modality]
     keep = set(data.splits.subject_id[data.splits.split == split])
     return a[a.obs.subject_id.astype(str).isin(keep).to_numpy()].copy()
+
+def split_images(data:CohortData, # a run's prepared cohort
+                 split:str, # 'train', 'val' or 'test'
+                 modality:str, # 'xray' or 'mri'
+                 batch_size:int=64):
+    "One image modality of one split as the network reads it: (images (n, *spatial) float32, obs with subject_id, age)."
+    import numpy as np, torch
+    if modality not in data.adatas:
+        raise DataError(f"no {modality!r} data in this run", expected=', '.join(data.adatas), found=modality)
+    x, obs = [], []
+    for b in data.loader(split, batch_size, modalities=[modality]):
+        x.append(b[f'{modality}_x'].float()[:, 0].numpy())
+        sid = np.asarray(b['subject_id'], dtype=object)[b[f'{modality}_subj'].numpy()]
+        obs.append(pd.DataFrame(dict(subject_id=sid.astype(str), age=b[f'{modality}_age'].numpy())))
+    if not x: return np.zeros((0,), np.float32), pd.DataFrame(columns=['subject_id', 'age'])
+    return np.concatenate(x), pd.concat(obs, ignore_index=True)
 

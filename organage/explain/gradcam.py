@@ -18,8 +18,8 @@ log = logging.getLogger('organage')
 # %% auto #0
 __all__ = ['log', 'VIEWS', 'MODALITY_ORGAN', 'conv_layer_names', 'feature_map_layers', 'find_layer', 'iter_image_batches',
            'gradcam', 'normalise_maps', 'top_fraction', 'age_groups', 'gap_groups', 'group_maps', 'group_gradcam',
-           'best_slice', 'plot_group_maps', 'gap_difference', 'plot_gap_maps', 'image_age_forward', 'model_gradcam',
-           'model_group_gradcam', 'subject_gradcam']
+           'best_slice', 'plot_group_maps', 'gap_difference', 'plot_gap_maps', 'image_age_forward', 'image_predictions',
+           'model_gradcam', 'model_group_gradcam', 'subject_gradcam']
 
 # %% ../../nbs/explain/gradcam.ipynb #0006
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -335,6 +335,23 @@ def image_age_forward(model, # an `OrganAgeModel`
     "images (n, 1, *spatial) -> the organ's predicted age in years, each image its own subject's only observation."
     organ = _check_image_model(model, modality, organ); model.eval()
     return lambda x: model.fuse_latents(model.encode_modality(modality, x), modality, organ)[0]
+
+def image_predictions(model, # an `OrganAgeModel`
+                      modality:str, # 'xray' or 'mri'
+                      images, # (n, *spatial) images as the network reads them (e.g. `organage.data.prepare.split_images`)
+                      obs:pd.DataFrame, # n rows: subject_id, age (and split, ...), kept as columns
+                      organ:str|None=None, # default lung (xray) / brain (mri)
+                      batch_size:int=64, device:str='cpu') -> pd.DataFrame:
+    "Each image as its subject's only observation: a predictions table (obs columns + organ, modality, mu, sigma)."
+    organ = _check_image_model(model, modality, organ); model.to(device).eval()
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    mu, sd = [], []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            a, s = model.fuse_latents(model.encode_modality(modality, x[i:i + batch_size, None].to(device)), modality, organ)
+            mu.append(a.float().cpu()); sd.append(s.float().cpu())
+    cat = lambda t: torch.cat(t).numpy() if t else np.zeros(0, np.float32)
+    return obs.reset_index(drop=True).assign(organ=organ, modality=modality, mu=cat(mu), sigma=cat(sd))
 
 def _sized_loader(load, size):
     if load is None or size is None: return load
