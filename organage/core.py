@@ -40,7 +40,7 @@ class DataError(OrganageError):
 class NotEnoughDataError(OrganageError):
     "A statistic or model needs more data than was given."
 
-# %% ../nbs/00_core.ipynb #77971598
+# %% ../nbs/00_core.ipynb #30766957
 PROFILE_SECTIONS = ('train', 'model')   # settings of `TrainConfig` and of the network (`organage.model.fusion.ModelConfig`)
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -57,7 +57,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-# %% ../nbs/00_core.ipynb #804892da
+# %% ../nbs/00_core.ipynb #6e8dec9b
 class RunConfig(BaseModel):
     "Typed settings of one organage run. Unknown keys are refused."
     model_config = ConfigDict(extra='forbid', validate_assignment=True)
@@ -137,7 +137,7 @@ def load_config(profile:str='quick', # 'quick' or 'full'
         field_ = '.'.join(str(x) for x in err['loc'])
         raise ConfigError(f"setting {field_!r}: {err['msg']} (found {err.get('input')!r})") from None
 
-# %% ../nbs/00_core.ipynb #7d2258b7
+# %% ../nbs/00_core.ipynb #0412ab4d
 class TrainConfig(BaseModel):
     "Optimiser, stopping and hardware settings of the curriculum."
     model_config = ConfigDict(extra='forbid')

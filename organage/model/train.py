@@ -24,7 +24,7 @@ log = logging.getLogger('organage')
 __all__ = ['log', 'STAGES', 'model_config_for', 'EpochSampler', 'SubjectDataModule', 'OrganAgeModule', 'EpochBar', 'run_stage',
            'train_curriculum']
 
-# %% ../../nbs/model/train.ipynb #89f5cdd1
+# %% ../../nbs/model/train.ipynb #971472a0
 def model_config_for(cfg:RunConfig, # the run's settings; its profile gives the network's sizes
                      **overrides) -> ModelConfig:
     "The model settings of `cfg`'s profile, with overrides."
