@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['read_cohort', 'check_data', 'read_subject_links', 'read_gtex', 'read_gct', 'read_chexpert', 'load_radiograph',
            'read_ixi', 'load_volume', 'simulate_cohort', 'read_truth', 'read_truth_genes', 'read_predictions',
-           'load_model', 'open_run']
+           'check_predictions', 'load_model', 'open_run']
 
 # %% ../nbs/api/read.ipynb #72fd7a6f
 from .data.cohort import read_cohort, check_data, read_subject_links
@@ -15,9 +15,9 @@ from .data.ixi import read_ixi, load_volume
 from .data.synth import simulate_cohort
 from .evaluate.truth import read_truth
 from .explain.attribution import read_truth_genes
-from .report.panel import read_predictions
+from .evaluate.predictions import read_predictions, check_predictions
 from .model.weights import load_model
 from .model.predict import open_run
 
-_all_ = ['read_cohort', 'check_data', 'read_subject_links', 'read_gtex', 'read_gct', 'read_chexpert', 'load_radiograph', 'read_ixi', 'load_volume', 'simulate_cohort', 'read_truth', 'read_truth_genes', 'read_predictions', 'load_model', 'open_run']
+_all_ = ['read_cohort', 'check_data', 'read_subject_links', 'read_gtex', 'read_gct', 'read_chexpert', 'load_radiograph', 'read_ixi', 'load_volume', 'simulate_cohort', 'read_truth', 'read_truth_genes', 'read_predictions', 'check_predictions', 'load_model', 'open_run']
 

@@ -4,21 +4,22 @@
 
 # %% auto #0
 __all__ = ['ModelConfig', 'OrganAgeModel', 'train_curriculum', 'model_config_for', 'predict_dataset', 'evaluate_run',
-           'results_tables', 'fusion_check', 'calibrate', 'fit_bias_correction', 'bias_report', 'fit_intervals',
-           'coverage_table', 'organ_gap', 'organ_zscores', 'wilcoxon_by_organ', 'bootstrap_ci', 'bootstrap_by_organ',
-           'pairwise_mae', 'metrics_table', 'age_bin_table', 'site_table', 'nested_models_table', 'organ_table',
-           'join_truth', 'gap_recovery', 'bio_age_coverage', 'compare_recovery', 'paired_recovery_difference',
-           'train_variant', 'explain_genes', 'explain_latents', 'top_features', 'attribution_summary',
-           'shared_features', 'cumulative_attribution', 'precision_at_k', 'integrated_gradients', 'model_gradcam',
-           'model_group_gradcam', 'subject_gradcam', 'image_age_forward', 'image_predictions', 'group_maps',
-           'age_groups', 'gap_groups', 'observation_latents', 'alignment_metrics', 'compare_alignment',
-           'alignment_spaces', 'umap_embedding']
+           'results_tables', 'fusion_check', 'error_metrics', 'fused_rows', 'main_predictions', 'calibrate',
+           'fit_bias_correction', 'bias_report', 'fit_intervals', 'coverage_table', 'organ_gap', 'organ_zscores',
+           'wilcoxon_by_organ', 'bootstrap_ci', 'bootstrap_by_organ', 'pairwise_mae', 'metrics_table', 'age_bin_table',
+           'site_table', 'nested_models_table', 'organ_table', 'join_truth', 'gap_recovery', 'bio_age_coverage',
+           'compare_recovery', 'paired_recovery_difference', 'train_variant', 'explain_genes', 'explain_latents',
+           'top_features', 'attribution_summary', 'shared_features', 'cumulative_attribution', 'precision_at_k',
+           'integrated_gradients', 'model_gradcam', 'model_group_gradcam', 'subject_gradcam', 'image_age_forward',
+           'image_predictions', 'group_maps', 'age_groups', 'gap_groups', 'observation_latents', 'alignment_metrics',
+           'compare_alignment', 'alignment_spaces', 'umap_embedding']
 
 # %% ../nbs/api/tl.ipynb #bec41c42
 from .model.fusion import ModelConfig, OrganAgeModel
 from .model.train import train_curriculum, model_config_for
 from .model.predict import predict_dataset
 from .evaluate.tables import evaluate_run, results_tables, fusion_check
+from .evaluate.predictions import error_metrics, fused_rows, main_predictions
 from .evaluate.calibration import (calibrate, fit_bias_correction, bias_report, fit_intervals, coverage_table,
                                            organ_gap, organ_zscores)
 from .evaluate.stats import (wilcoxon_by_organ, bootstrap_ci, bootstrap_by_organ, pairwise_mae, metrics_table,
@@ -32,5 +33,5 @@ from .explain.gradcam import (model_gradcam, model_group_gradcam, subject_gradca
 from .explain.embedding import (observation_latents, alignment_metrics, compare_alignment, alignment_spaces,
                                         umap_embedding)
 
-_all_ = ['ModelConfig', 'OrganAgeModel', 'train_curriculum', 'model_config_for', 'predict_dataset', 'evaluate_run', 'results_tables', 'fusion_check', 'calibrate', 'fit_bias_correction', 'bias_report', 'fit_intervals', 'coverage_table', 'organ_gap', 'organ_zscores', 'wilcoxon_by_organ', 'bootstrap_ci', 'bootstrap_by_organ', 'pairwise_mae', 'metrics_table', 'age_bin_table', 'site_table', 'nested_models_table', 'organ_table', 'join_truth', 'gap_recovery', 'bio_age_coverage', 'compare_recovery', 'paired_recovery_difference', 'train_variant', 'explain_genes', 'explain_latents', 'top_features', 'attribution_summary', 'shared_features', 'cumulative_attribution', 'precision_at_k', 'integrated_gradients', 'model_gradcam', 'model_group_gradcam', 'subject_gradcam', 'image_age_forward', 'image_predictions', 'group_maps', 'age_groups', 'gap_groups', 'observation_latents', 'alignment_metrics', 'compare_alignment', 'alignment_spaces', 'umap_embedding']
+_all_ = ['ModelConfig', 'OrganAgeModel', 'train_curriculum', 'model_config_for', 'predict_dataset', 'evaluate_run', 'results_tables', 'fusion_check', 'error_metrics', 'fused_rows', 'main_predictions', 'calibrate', 'fit_bias_correction', 'bias_report', 'fit_intervals', 'coverage_table', 'organ_gap', 'organ_zscores', 'wilcoxon_by_organ', 'bootstrap_ci', 'bootstrap_by_organ', 'pairwise_mae', 'metrics_table', 'age_bin_table', 'site_table', 'nested_models_table', 'organ_table', 'join_truth', 'gap_recovery', 'bio_age_coverage', 'compare_recovery', 'paired_recovery_difference', 'train_variant', 'explain_genes', 'explain_latents', 'top_features', 'attribution_summary', 'shared_features', 'cumulative_attribution', 'precision_at_k', 'integrated_gradients', 'model_gradcam', 'model_group_gradcam', 'subject_gradcam', 'image_age_forward', 'image_predictions', 'group_maps', 'age_groups', 'gap_groups', 'observation_latents', 'alignment_metrics', 'compare_alignment', 'alignment_spaces', 'umap_embedding']
 

@@ -2,8 +2,8 @@
 import numpy as np, pandas as pd, pytest
 from scipy import stats as sps
 from organage.core import DataError, NotEnoughDataError
-from organage.evaluate.calibration import (simulate_predictions, check_predictions, fit_bias_correction, bias_report,
-                                           fit_intervals, coverage_table, organ_zscores, calibrate, age_bins, organ_gap,
+from organage.evaluate.predictions import simulate_predictions, check_predictions
+from organage.evaluate.calibration import (fit_bias_correction, bias_report, fit_intervals, coverage_table, organ_zscores, calibrate, age_bins, organ_gap,
                                            IntervalCalibration, LEVELS)
 
 def linear_table(a=0.7, b=12.0, n=200, noise=0.0, seed=0, organ='brain'):

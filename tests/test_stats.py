@@ -4,7 +4,7 @@ import scipy.stats as sps
 from hypothesis import given, settings, assume, strategies as st, HealthCheck
 from sklearn.metrics import r2_score, median_absolute_error
 from organage.core import DataError, NotEnoughDataError
-from organage.evaluate.calibration import simulate_predictions
+from organage.evaluate.predictions import simulate_predictions
 from organage.evaluate.stats import (bootstrap_ci, bootstrap_replicates, resample_indices, wilcoxon_by_organ, rank_biserial,
                                      bootstrap_by_organ, pairwise_mae, metrics_table, age_bin_table, site_table,
                                      nested_models_table, wide_predictions, organ_table, bh_adjust, STATS)

@@ -10,96 +10,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 from ..core import DataError, NotEnoughDataError
+from .predictions import PRED_COLUMNS, check_predictions, by_columns, split_rows, error_metrics
 
 _log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['PRED_COLUMNS', 'LEVELS', 'simulate_predictions', 'check_predictions', 'organ_gap', 'BiasCorrection',
-           'fit_bias_correction', 'bias_report', 'IntervalCalibration', 'fit_intervals', 'age_bins', 'coverage_table',
-           'organ_zscores', 'CalibrationResult', 'calibrate']
-
-# %% ../../nbs/evaluate/calibration.ipynb #0006
-def simulate_predictions(n:int=600, # subjects per organ
-                         organs:tuple=('brain', 'heart', 'lung'), # organ names
-                         shrink:float=0.6, # slope of mu on true age (1 = no regression to the mean)
-                         noise:float=6.0, # sd of the prediction error, years
-                         sigma_scale:float=0.7, # reported sigma = sigma_scale * true error sd (miscalibrated)
-                         seed:int=0, # random seed
-                         splits:tuple=(('train', .6), ('val', .2), ('test', .2)), # split names and shares
-                        ) -> pd.DataFrame:
-    "A predictions table (columns of the contract plus sex, site) with regression-to-the-mean bias."
-    rng = np.random.default_rng(seed)
-    names, p = zip(*splits)
-    rows = []
-    for j, organ in enumerate(organs):
-        age = rng.uniform(20, 80, n)
-        true = age + rng.normal(0, 3, n)
-        err_sd = noise * (0.6 + 0.8 * rng.random(n))        # heteroscedastic errors
-        mu = 50 + shrink * (true - 50) + rng.normal(0, err_sd)
-        rows.append(pd.DataFrame(dict(
-            subject_id=[f'S{i:05d}' for i in range(n)], organ=organ, modality='fusion',
-            split=rng.choice(names, n, p=p), age=age, mu=mu, sigma=sigma_scale * err_sd,
-            sex=rng.choice(['female', 'male'], n), site=rng.choice(['A', 'B', 'C'], n))))
-    return pd.concat(rows, ignore_index=True)
-
-# %% ../../nbs/evaluate/calibration.ipynb #0009
-PRED_COLUMNS = ('subject_id', 'organ', 'modality', 'split', 'age', 'mu', 'sigma')
-
-def _bad_rows(df:pd.DataFrame, mask:np.ndarray) -> str:
-    idx = list(df.index[mask][:5])
-    return f"{int(mask.sum())} of {len(df)} rows (first: {', '.join(map(str, idx))})"
-
-def check_predictions(preds:pd.DataFrame, # a predictions table
-                      columns:tuple=('subject_id', 'organ', 'age', 'mu'), # columns that must be present
-                      sigma:bool=False, # also require a finite, positive `sigma` column
-                      name:str='predictions', # what to call the table in messages
-                      numeric:tuple=(), # further columns that must hold finite numbers (age, mu, sigma always do)
-                     ) -> pd.DataFrame:
-    "Raise `DataError` unless `preds` has `columns`, rows, and finite numeric age/predictions (and sigma > 0)."
-    if not isinstance(preds, pd.DataFrame):
-        raise DataError("not a table", where=name, expected='a pandas DataFrame', found=type(preds).__name__)
-    cols = list(columns) + (['sigma'] if sigma and 'sigma' not in columns else [])
-    missing = [c for c in cols if c not in preds.columns]
-    if missing:
-        raise DataError(f"missing column(s) {', '.join(missing)}", where=name,
-                        expected=', '.join(cols), found=', '.join(map(str, preds.columns)) or 'no columns')
-    if len(preds) == 0: raise DataError("table has no rows", where=name)
-    num = set(numeric) | {'age', 'mu', 'sigma'}
-    miss = [c for c in numeric if c not in preds.columns]
-    if miss: raise DataError(f"missing column(s) {', '.join(miss)}", where=name, found=', '.join(map(str, preds.columns)))
-    for c in dict.fromkeys(cols + list(numeric)):
-        if c not in num:
-            bad = preds[c].isna().to_numpy()
-            if bad.any(): raise DataError("missing values", where=f"{name}, column {c}", found=_bad_rows(preds, bad))
-            continue
-        v = pd.to_numeric(preds[c], errors='coerce').to_numpy(dtype=float)
-        bad = ~np.isfinite(v)
-        if bad.any():
-            raise DataError("non-finite or non-numeric values", where=f"{name}, column {c}",
-                            expected='finite numbers', found=_bad_rows(preds, bad))
-        if c == 'sigma' and (v <= 0).any():
-            raise DataError("sigma must be positive", where=f"{name}, column sigma", expected='sigma > 0',
-                            found=_bad_rows(preds, v <= 0))
-    return preds
+__all__ = ['LEVELS', 'organ_gap', 'BiasCorrection', 'fit_bias_correction', 'bias_report', 'IntervalCalibration', 'fit_intervals',
+           'age_bins', 'coverage_table', 'organ_zscores', 'CalibrationResult', 'calibrate']
 
 # %% ../../nbs/evaluate/calibration.ipynb #0012
-def _by(by) -> list[str]: return [by] if isinstance(by, str) else list(by)
-
 def _every_group(preds, sub, by):
     "(key, rows of `sub`) for every group of `preds`, including groups with no rows in `sub`."
     parts = dict(iter(sub.groupby(by, sort=True)))
     for key, _ in preds.groupby(by, sort=True):  # iteration keys: tuples for a list `by`, as in `parts`
         yield key, parts.get(key, sub.iloc[:0])
-
-def _split_rows(preds, split, name='predictions'):
-    if split is None: return preds
-    if 'split' not in preds.columns:
-        raise DataError("no split column", where=name, expected=f"a 'split' column with {split!r} rows")
-    sub = preds[preds['split'] == split]
-    if len(sub) == 0:
-        raise DataError(f"no rows with split == {split!r}", where=f"{name}, column split",
-                        found=', '.join(map(str, sorted(preds['split'].astype(str).unique()))))
-    return sub
 
 def organ_gap(preds:pd.DataFrame, # predictions table
               pred:str='mu', # column holding the predicted (organ) age
@@ -161,9 +85,9 @@ def fit_bias_correction(preds:pd.DataFrame, # predictions table with a `split` c
     if method not in ('cole', 'residual'): raise DataError(f"unknown bias method {method!r}", expected="'cole' or 'residual'")
     if method == 'cole': degree = 1
     if degree not in (1, 2, 3): raise DataError(f"degree {degree}", expected='1, 2 or 3')
-    by = _by(by)
+    by = by_columns(by)
     check_predictions(preds, columns=tuple(by) + ('age',), numeric=(pred,))
-    fit = _split_rows(preds, fit_split)
+    fit = split_rows(preds, fit_split)
     rows = []
     for key, g in _every_group(preds, fit, by):  # a group with no fit rows is reported, not lost
         key = key if isinstance(key, tuple) else (key,)
@@ -194,12 +118,7 @@ def fit_bias_correction(preds:pd.DataFrame, # predictions table with a `split` c
     return BiasCorrection(method, degree, by, pd.DataFrame(rows))
 
 # %% ../../nbs/evaluate/calibration.ipynb #0022
-def _metrics(age, mu) -> dict:
-    e = mu - age
-    r = np.corrcoef(age, e)[0, 1] if len(e) > 2 and np.std(age) > 0 and np.std(e) > 0 else np.nan
-    sst = np.sum((age - age.mean())**2)
-    return dict(mae=np.mean(np.abs(e)), rmse=np.sqrt(np.mean(e**2)), r2=1 - np.sum(e**2) / sst if sst > 0 else np.nan,
-                mean_gap=e.mean(), r_gap_age=r)
+_REPORTED = ('mae', 'rmse', 'r2', 'mean_gap', 'r_gap_age')  # the bias report's metrics, each raw and corrected
 
 def bias_report(corrected:pd.DataFrame, # output of `BiasCorrection.apply`
                 split:str|None='test', # evaluate on these rows
@@ -208,15 +127,15 @@ def bias_report(corrected:pd.DataFrame, # output of `BiasCorrection.apply`
                 status:pd.DataFrame|None=None, # `BiasCorrection.params`: adds each group's fit status
                ) -> pd.DataFrame:
     "Per group: N, then MAE, RMSE, R2, mean gap and gap-age correlation, uncorrected (`_raw`) and corrected."
-    by = _by(by)
+    by = by_columns(by)
     if f'{pred}_raw' not in corrected.columns:
         raise DataError(f"no {pred}_raw column", where='bias_report', expected='the output of BiasCorrection.apply')
-    sub = _split_rows(corrected, split)
+    sub = split_rows(corrected, split)
     rows = []
     for key, g in sub.groupby(by, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         a = g['age'].to_numpy(float)
-        raw, cor = _metrics(a, g[f'{pred}_raw'].to_numpy(float)), _metrics(a, g[pred].to_numpy(float))
+        raw, cor = error_metrics(g[f'{pred}_raw'], a, _REPORTED), error_metrics(g[pred], a, _REPORTED)
         row = dict(zip(by, key), n=len(g))
         for k in raw: row[f'{k}_raw'] = raw[k]; row[k] = cor[k]
         rows.append(row)
@@ -260,9 +179,9 @@ def fit_intervals(preds:pd.DataFrame, # predictions table (bias-corrected if you
                  ) -> IntervalCalibration:
     "Fit per-group interval multipliers on the calibration split."
     if method not in ('conformal', 'scaling'): raise DataError(f"unknown interval method {method!r}", expected="'conformal' or 'scaling'")
-    by = _by(by)
+    by = by_columns(by)
     check_predictions(preds, columns=tuple(by) + ('age',), numeric=(pred,), sigma=True)
-    cal = _split_rows(preds, cal_split)
+    cal = split_rows(preds, cal_split)
     rows = []
     for key, g in _every_group(preds, cal, by):
         key = key if isinstance(key, tuple) else (key,)
@@ -317,7 +236,7 @@ def coverage_table(preds:pd.DataFrame, # calibrated predictions (bias-corrected 
                    pred:str='mu', # predicted-age column
                   ) -> pd.DataFrame:
     "Coverage and mean interval width per group, level and breakdown (`group_by='all'` is overall)."
-    sub = _split_rows(check_predictions(preds, columns=tuple(cal.by) + ('age',), numeric=(pred,), sigma=True), split).copy()
+    sub = split_rows(check_predictions(preds, columns=tuple(cal.by) + ('age',), numeric=(pred,), sigma=True), split).copy()
     groups = _group_columns(sub, groups)
     if 'age_bin' in groups: sub['age_bin'] = age_bins(sub['age'], bin_width).astype(str).to_numpy()
     miss = [g for g in groups if g not in sub.columns]
@@ -344,9 +263,9 @@ def organ_zscores(preds:pd.DataFrame, # (bias-corrected) predictions table
                  ) -> pd.DataFrame:
     "Per subject and group: gap, calibrated interval of age and gap, organ spread `sd`, `z` and `z_sigma`."
     check_predictions(preds, columns=tuple(cal.by) + ('subject_id', 'age'), numeric=(pred,), sigma=True)
-    ref = _split_rows(preds, ref_split)
+    ref = split_rows(preds, ref_split)
     sd = (ref[pred] - ref['age']).groupby([ref[c] for c in cal.by]).std(ddof=1).rename('sd').reset_index()
-    sub = _split_rows(preds, split)
+    sub = split_rows(preds, split)
     keep = ['subject_id'] + cal.by + [c for c in ('modality', 'split') if c in sub.columns and c not in cal.by]
     out = sub[keep + ['age']].copy()
     out['mu'] = sub[pred].to_numpy(float)

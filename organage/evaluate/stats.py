@@ -10,7 +10,8 @@ import pandas as pd
 from scipy import stats as sps
 from scipy.special import ndtr, ndtri
 from ..core import DataError, NotEnoughDataError, write_csv
-from .calibration import check_predictions, _by, _split_rows, age_bins, simulate_predictions
+from .predictions import check_predictions, by_columns, split_rows, error_metrics
+from .calibration import age_bins
 
 _log = logging.getLogger('organage')
 
@@ -47,7 +48,7 @@ def _wilcoxon(d, min_n, zero_method='wilcox') -> dict:
 # %% ../../nbs/evaluate/stats.ipynb #0010
 def _gaps(preds, pred, split, by=('organ',)):
     check_predictions(preds, columns=tuple(by) + ('age',), numeric=(pred,))
-    sub = _split_rows(preds, split).copy()
+    sub = split_rows(preds, split).copy()
     sub['_gap'] = sub[pred].to_numpy(float) - sub['age'].to_numpy(float)
     return sub
 
@@ -66,7 +67,7 @@ def wilcoxon_by_organ(preds:pd.DataFrame, # predictions table (calibrated)
                       zero_method:str='wilcox', # passed to scipy.stats.wilcoxon
                      ) -> pd.DataFrame:
     "Wilcoxon signed-rank test of the gap against 0 per group, with rank-biserial effect size and BH-adjusted p."
-    by = _by(by); sub = _gaps(preds, pred, split, by)
+    by = by_columns(by); sub = _gaps(preds, pred, split, by)
     if subject_level: sub = sub.groupby(by + ['subject_id'], sort=False, observed=True)['_gap'].mean().reset_index()
     rows = [dict(zip(by, k)) | _wilcoxon(g['_gap'].to_numpy(float), min_n, zero_method) for k, g in _groups(preds, sub, by)]
     out = pd.DataFrame(rows)
@@ -354,8 +355,8 @@ def bootstrap_by_organ(preds:pd.DataFrame, # predictions table
                        min_n:int=10, # fewer rows: a 'not enough data' row
                       ) -> pd.DataFrame:
     "`bootstrap_ci` per group; groups with fewer than `min_n` rows get status 'not enough data'."
-    by = _by(by); check_predictions(preds, columns=tuple(by) + ('age',), numeric=(pred,))
-    sub = _split_rows(preds, split); out = []
+    by = by_columns(by); check_predictions(preds, columns=tuple(by) + ('age',), numeric=(pred,))
+    sub = split_rows(preds, split); out = []
     for key, g in _groups(preds, sub, by):
         cl = _clusters(g, resample) if len(g) else None
         units = len(g) if cl is None else len(pd.unique(cl))
@@ -401,8 +402,8 @@ def pairwise_mae(preds:pd.DataFrame, # predictions table
                  joint:bool|str='auto', # resample subjects jointly across groups ('auto': when groups share subjects)
                 ) -> pd.DataFrame:
     "Bootstrap comparison of a statistic between every pair of groups, with BH-adjusted p-values."
-    by = _by(by); check_predictions(preds, columns=tuple(by) + ('age',), numeric=(pred,))
-    sub = _split_rows(preds, split).copy(); sub['_e'] = sub[pred].to_numpy(float) - sub['age'].to_numpy(float)
+    by = by_columns(by); check_predictions(preds, columns=tuple(by) + ('age',), numeric=(pred,))
+    sub = split_rows(preds, split).copy(); sub['_e'] = sub[pred].to_numpy(float) - sub['age'].to_numpy(float)
     if joint == 'auto':
         joint = 'subject_id' in sub.columns and bool(sub.drop_duplicates(['subject_id'] + by)['subject_id'].duplicated().any())
     if joint and stat not in _MEAN_STATS:
@@ -435,11 +436,7 @@ def pairwise_mae(preds:pd.DataFrame, # predictions table
     return out
 
 # %% ../../nbs/evaluate/stats.ipynb #0038
-def _metric_row(g, pred):
-    e = g[pred].to_numpy(float) - g['age'].to_numpy(float)
-    if len(e) == 0: return dict(n=0, mae=np.nan, mse=np.nan, rmse=np.nan, mean_gap=np.nan, residual_sd=np.nan)
-    return dict(n=len(e), mae=np.mean(np.abs(e)), mse=np.mean(e**2), rmse=np.sqrt(np.mean(e**2)),
-                mean_gap=e.mean(), residual_sd=e.std(ddof=1) if len(e) > 1 else np.nan)
+_TABLED = ('n', 'mae', 'mse', 'rmse', 'mean_gap', 'residual_sd')  # metrics_table's columns
 
 def metrics_table(preds:pd.DataFrame, # predictions table
                   by:str|list='organ', # grouping columns (e.g. ['organ', 'site'])
@@ -447,15 +444,15 @@ def metrics_table(preds:pd.DataFrame, # predictions table
                   overall:bool=True, # add rows pooling over the first grouping column ('all')
                  ) -> pd.DataFrame:
     "N, MAE, MSE, RMSE, mean gap and residual SD per group."
-    by = _by(by); check_predictions(preds, columns=tuple(c for c in by if c != 'age_bin') + ('age',), numeric=(pred,))
-    sub = _split_rows(preds, split)
+    by = by_columns(by); check_predictions(preds, columns=tuple(c for c in by if c != 'age_bin') + ('age',), numeric=(pred,))
+    sub = split_rows(preds, split)
     groups = _groups(preds, sub, by) if 'age_bin' not in by else [
         (k if isinstance(k, tuple) else (k,), g) for k, g in sub.groupby(by, sort=True, observed=True)]
-    rows = [dict(zip(by, k)) | _metric_row(g, pred) for k, g in groups]
+    rows = [dict(zip(by, k)) | error_metrics(g[pred], g['age'], _TABLED) for k, g in groups]
     if overall and len(by) >= 1 and sub[by[0]].nunique() > 1:
         rest = by[1:]
         for k, g in (sub.groupby(rest, sort=True, observed=True) if rest else [((), sub)]):
-            rows.append({by[0]: 'all'} | dict(zip(rest, k if isinstance(k, tuple) else (k,))) | _metric_row(g, pred))
+            rows.append({by[0]: 'all'} | dict(zip(rest, k if isinstance(k, tuple) else (k,))) | error_metrics(g[pred], g['age'], _TABLED))
     return pd.DataFrame(rows)
 
 def age_bin_table(preds:pd.DataFrame, # predictions table
@@ -463,17 +460,17 @@ def age_bin_table(preds:pd.DataFrame, # predictions table
                   by:str|list='organ', pred:str='mu', split:str|None='test', start:float|None=None,
                  ) -> pd.DataFrame:
     "MSE, MAE, mean gap per age bin, for each bin width (column `width`)."
-    sub = _split_rows(check_predictions(preds, columns=('age',), numeric=(pred,)), split)
+    sub = split_rows(check_predictions(preds, columns=('age',), numeric=(pred,)), split)
     out = []
     for w in widths:
         s = sub.assign(age_bin=age_bins(sub['age'], w, start).to_numpy())
-        out.append(metrics_table(s, _by(by) + ['age_bin'], pred, None).assign(width=w))
+        out.append(metrics_table(s, by_columns(by) + ['age_bin'], pred, None).assign(width=w))
     return pd.concat(out, ignore_index=True)
 
 def site_table(preds:pd.DataFrame, site:str='site', by:str|list='organ', pred:str='mu', split:str|None='test') -> pd.DataFrame:
     "Metrics per group and site/study (seed 002 Table 3)."
     if site not in preds.columns: raise DataError(f"no {site!r} column", where='predictions', found=', '.join(preds.columns))
-    return metrics_table(preds, _by(by) + [site], pred, split)
+    return metrics_table(preds, by_columns(by) + [site], pred, split)
 
 # %% ../../nbs/evaluate/stats.ipynb #0041
 def wide_predictions(preds:pd.DataFrame, # predictions table
@@ -508,10 +505,8 @@ def nested_models_table(data:pd.DataFrame, # one row per subject
         fits[name] = sm.OLS(data[target].astype(float), design(data, list(cols))).fit()
         ev = data if test is None else test
         Xe = design(ev, list(cols)).reindex(columns=fits[name].model.exog_names, fill_value=0.0)
-        e = fits[name].predict(Xe).to_numpy() - ev[target].to_numpy(float)
-        sst = np.sum((ev[target] - ev[target].mean())**2)
-        rows.append(dict(model=name, predictors=' + '.join(cols), mae=np.mean(np.abs(e)), mse=np.mean(e**2),
-                         r2=1 - np.sum(e**2) / sst))
+        rows.append(dict(model=name, predictors=' + '.join(cols),
+                         **error_metrics(fits[name].predict(Xe).to_numpy(), ev[target], ('mae', 'mse', 'r2'))))
     names = list(models)
     if comparisons is None:
         comparisons = [(a, b) for i, a in enumerate(names) for b in names[i + 1:] if set(models[a]) < set(models[b])]
@@ -533,7 +528,7 @@ def organ_table(preds:pd.DataFrame, # calibrated predictions table
                 path=None, # write the table here as CSV when given
                ) -> pd.DataFrame:
     "Table 3: organ, N, MAE, residual SD, mean gap, Wilcoxon p (raw, BH-adjusted), MAE CI."
-    by = _by(by)
+    by = by_columns(by)
     m = metrics_table(preds, by, pred, split, overall=False)
     w = wilcoxon_by_organ(preds, pred, by, split, min_n)
     b = bootstrap_by_organ(preds, pred, ('mae',), by, split, n_resamples, level, 'percentile', seed, resample, min_n)

@@ -11,6 +11,7 @@ import pandas as pd
 from ..core import ConfigError, write_csv, pick_device
 from ..model.weights import load_model
 from ..model.predict import predict_dataset, open_run
+from .predictions import fused_rows, write_predictions, error_metrics
 
 # %% auto #0
 __all__ = ['LABELS', 'results_tables', 'fusion_check', 'evaluate_run']
@@ -18,9 +19,9 @@ __all__ = ['LABELS', 'results_tables', 'fusion_check', 'evaluate_run']
 # %% ../../nbs/evaluate/tables.ipynb #c801c3cd
 LABELS = {'unimodal_rna': 'RNA only', 'unimodal_xray': 'X-ray only', 'unimodal_mri': 'MRI only', 'naive': 'Naive fusion', 'aligned': 'Aligned fusion'}
 
-def _metrics(d:pd.DataFrame) -> dict:
-    e = d.mu - d.age
-    return dict(N=len(d), MSE=float((e ** 2).mean()) if len(d) else np.nan, MAE=float(e.abs().mean()) if len(d) else np.nan)
+_PAPER_NAMES = {'n': 'N', 'mse': 'MSE', 'mae': 'MAE'}  # the metrics of Tables 1 and 2 and the noise floor, as the paper names them
+
+def _metrics(d:pd.DataFrame) -> dict: return error_metrics(d.mu, d.age, _PAPER_NAMES)
 
 def results_tables(allp:pd.DataFrame, # predictions_by_model rows
                    truth:pd.DataFrame|None=None, # simulator truth.csv (subject_id, organ, age, bio_age, ...)
@@ -28,21 +29,20 @@ def results_tables(allp:pd.DataFrame, # predictions_by_model rows
     "table1, table2, per_organ, fusion_check and (with truth) noise_floor."
     t = allp[allp.split == split]
     out = {}
-    fused = lambda m: t[(t.model == m) & (t.modality == ('fusion' if not m.startswith('unimodal') else m.split('_')[1]))]
-    rows = [dict(configuration=LABELS.get(m, m), model=m, **_metrics(fused(m))) for m in LABELS if (t.model == m).any()]
+    rows = [dict(configuration=LABELS.get(m, m), model=m, **_metrics(fused_rows(t, m))) for m in LABELS if (t.model == m).any()]
     if truth is not None:
-        nf = _noise_floor(fused('aligned') if (t.model == 'aligned').any() else t, truth)
+        nf = _noise_floor(fused_rows(t, 'aligned') if (t.model == 'aligned').any() else t, truth)
         rows.append(dict(configuration='Noise floor (true biological age)', model='truth', **_metrics(nf)))
     out['table1'] = pd.DataFrame(rows)
     al = t[t.model == 'aligned']
     if len(al):
         labels = {'fusion': 'All', 'rna': 'RNA', 'xray': 'X-ray', 'mri': 'MRI'}
         out['table2'] = pd.DataFrame([dict(modality=labels[k], inputs=k, **_metrics(al[al.modality == k])) for k in labels if (al.modality == k).any()])
-    per = [dict(model=m, organ=o, **_metrics(d)) for (m, o), d in pd.concat([fused(m) for m in LABELS if (t.model == m).any()]).groupby(['model', 'organ'])]
+    per = [dict(model=m, organ=o, **_metrics(d)) for (m, o), d in pd.concat([fused_rows(t, m) for m in LABELS if (t.model == m).any()]).groupby(['model', 'organ'])]
     out['per_organ'] = pd.DataFrame(per)
     out['fusion_check'] = fusion_check(t, truth)
     if truth is not None:
-        nf = _noise_floor(t[t.modality == 'fusion'].drop_duplicates(['subject_id', 'organ']), truth)
+        nf = _noise_floor(fused_rows(t).drop_duplicates(['subject_id', 'organ']), truth)
         out['noise_floor'] = pd.DataFrame([dict(organ=o, **_metrics(d)) for o, d in nf.groupby('organ')] + [dict(organ='all', **_metrics(nf))])
     return out
 
@@ -54,14 +54,14 @@ def _noise_floor(pairs:pd.DataFrame, truth:pd.DataFrame) -> pd.DataFrame:
 
 def fusion_check(t:pd.DataFrame, truth=None) -> pd.DataFrame:
     "Per organ, on the pairs every compared model answers: MAE of each model, and whether aligned fusion is best."
-    models = {m: t[(t.model == m) & (t.modality == ('fusion' if not m.startswith('unimodal') else m.split('_')[1]))] for m in LABELS if (t.model == m).any()}
+    models = {m: fused_rows(t, m) for m in LABELS if (t.model == m).any()}
     if 'aligned' not in models: return pd.DataFrame()
     rows = []
     for organ in sorted(models['aligned'].organ.unique()):
         keyed = {m: d[d.organ == organ].set_index('subject_id') for m, d in models.items() if (d.organ == organ).any()}
         common = sorted(set.intersection(*[set(d.index) for d in keyed.values()]))
         r = dict(organ=organ, N=len(common), models=', '.join(keyed))
-        for m, d in keyed.items(): r[f'MAE_{m}'] = float((d.loc[common, 'mu'] - d.loc[common, 'age']).abs().mean()) if common else np.nan
+        for m, d in keyed.items(): r[f'MAE_{m}'] = error_metrics(d.loc[common, 'mu'], d.loc[common, 'age'])['mae']
         uni = [r[f'MAE_{m}'] for m in keyed if m.startswith('unimodal')]
         r['best_unimodal_MAE'] = min(uni) if uni else np.nan
         r['aligned_beats_best_unimodal'] = bool(uni) and r['MAE_aligned'] < min(uni)
@@ -88,11 +88,8 @@ def evaluate_run(run_dir, # a folder written by `train_curriculum`
                 p = predict_dataset(model, ds, use, device=dev)
                 frames.append(p.assign(model=sdir.name, modality=label, split=split))
     if not frames: raise ConfigError(f"{run_dir}: no trained stage found (no */model.safetensors)")
-    allp = pd.concat(frames, ignore_index=True)[['model', 'subject_id', 'organ', 'modality', 'split', 'age', 'mu', 'sigma']]
-    write_csv(allp, run_dir/'predictions_by_model.csv')
-    main = allp[(allp.model == 'aligned') & (allp.modality == 'fusion')] if (allp.model == 'aligned').any() else allp[allp.modality == 'fusion']
-    pred = main.drop(columns='model').reset_index(drop=True)
-    write_csv(pred, run_dir/'predictions.csv')
+    allp = pd.concat(frames, ignore_index=True)
+    pred = write_predictions(allp, run_dir)
     truth = None if data.folder is None else _read_truth(data.folder)
     tables = results_tables(allp, truth)
     for name, t in tables.items(): write_csv(t, run_dir/'tables'/f'{name}.csv')

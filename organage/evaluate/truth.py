@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from scipy import stats as sps
 from ..core import DataError
+from .predictions import error_metrics
 
 # %% auto #0
 __all__ = ['TRUTH_COLUMNS', 'read_truth', 'join_truth', 'gap_recovery', 'bio_age_coverage', 'compare_recovery',
@@ -63,9 +64,9 @@ def gap_recovery(preds:pd.DataFrame, # predictions (subject_id, organ, age, mu)
             if target == 'acceleration':
                 r['r_acceleration_lo'], r['r_acceleration_hi'] = _fisher_ci(rr, len(g))
                 r['spearman_acceleration'] = float(sps.spearmanr(g['gap'], g[target]).statistic)
-        r['MAE_vs_age'] = float((g[pred] - g['age']).abs().mean())
-        r['MAE_vs_bio_age'] = float((g[pred] - g['bio_age']).abs().mean())
-        r['noise_floor_MAE'] = float((g['bio_age'] - g['age']).abs().mean())
+        r['MAE_vs_age'] = error_metrics(g[pred], g['age'])['mae']
+        r['MAE_vs_bio_age'] = error_metrics(g[pred], g['bio_age'])['mae']
+        r['noise_floor_MAE'] = error_metrics(g['bio_age'], g['age'])['mae']
         rows.append({**r, 'status': 'ok'})
     return pd.DataFrame(rows)
 

@@ -8,19 +8,12 @@ import html, os
 from pathlib import Path
 import numpy as np, pandas as pd
 from ..core import DataError, atomic_write, save_figure, write_csv
+from ..evaluate.predictions import read_predictions
 
 # %% auto #0
-__all__ = ['read_predictions', 'subject_zscores', 'most_observed_subject', 'subject_rows', 'write_subject_report']
+__all__ = ['subject_zscores', 'most_observed_subject', 'subject_rows', 'write_subject_report']
 
 # %% ../../nbs/report/panel.ipynb #0005
-def read_predictions(run_dir:str|os.PathLike) -> pd.DataFrame:
-    "The fused model's rows of `run_dir/predictions.csv` (all rows when no `fusion` modality is present)."
-    p = Path(run_dir)/'predictions.csv'
-    if not p.is_file(): raise DataError("predictions not found: train and evaluate a run first (organage train / evaluate)", path=p)
-    preds = pd.read_csv(p, dtype={'subject_id': str})
-    if 'modality' in preds.columns and (preds['modality'] == 'fusion').any(): preds = preds[preds['modality'] == 'fusion']
-    return preds.reset_index(drop=True)
-
 def subject_zscores(preds:pd.DataFrame, # predictions table (contract columns, with val and test splits)
                     bias:str|None='residual', # age-bias correction fitted on validation ('cole', 'residual', None)
                     intervals:str='conformal', # interval calibration fitted on validation
