@@ -1,7 +1,12 @@
 """Build the organage documentation site offline into _docs/.
 
 1. nbdev processes the library notebooks (its `proc_nbs` applies `#| hide`, `show_doc`, ...) into _proc/.
-   We call the function rather than `nbdev_proc_nbs`, whose command first tries to install Quarto.
+   We call the function rather than `nbdev_proc_nbs`, whose command first tries to install Quarto. nbdev's own
+   processors run unchanged: while documenting a page, `exec_show_docs` executes exported cells, `show_doc`
+   calls and cells holding imports. So the notebooks keep their hidden test-setup cells to imports alone
+   (anything else, e.g. `matplotlib.use('Agg')`, goes in a cell of its own), as nbdev's FAQ asks; a mixed
+   cell would be executed too: nbdev warns about it, and this build stops and names the cell. Paper notebooks
+   export nothing and call no `show_doc`, so nbdev executes none of their cells.
 2. The executed paper notebooks of reports/<profile>/notebooks replace their output-free sources, so the
    site shows the figures of the last `organage reproduce` (run `make reproduce` first).
 3. Sphinx + myst-nb render the pages (no execution at build time).
@@ -14,23 +19,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def toctree(caption, entries):
     body = '\n'.join(entries)
     return f":::{{toctree}}\n:caption: {caption}\n:maxdepth: 1\n\n{body}\n:::\n"
-
-def _docs_only_eval():
-    """nbdev executes, while processing a page, every cell that *contains* an import. The library notebooks
-    keep their test imports in hidden setup cells, but the paper notebooks' first cells import and then build
-    a run configuration, and a page needs none of that (the executed paper notebooks replace them anyway).
-    For the site we evaluate what the pages need: exported cells, `show_doc` calls and cells made only of
-    imports; tests run in `make test`, not here. (Runs in-process: proc_nbs is called with n_workers=0.)"""
-    import ast
-    import nbdev.processors as P
-    def _do_eval(cell):
-        trees = cell.parsed_()
-        if cell.cell_type != 'code' or not trees: return
-        if cell.directives_.get('eval:', [''])[0].lower() == 'false': return
-        if cell.directives_.keys() & {'export', 'exports', 'exporti', 'exec_doc'}: return True
-        if all(isinstance(t, (ast.Import, ast.ImportFrom)) for t in trees): return True
-        if P._show_docs(trees): return True
-    P._do_eval = _do_eval
 
 def _for_sphinx(path):
     """Turn nbdev's Quarto conventions into what myst-nb reads: the front matter becomes a `# title` and
@@ -65,8 +53,15 @@ def main(reports=None, out=None):
     into `out` (default _docs/)."""
     os.chdir(ROOT)
     from nbdev.serve import proc_nbs
-    _docs_only_eval()
-    proc = Path(proc_nbs(force=True, n_workers=0))
+    import warnings
+    with warnings.catch_warnings(record=True) as seen:  # n_workers=0: in this process, so its warnings reach us
+        warnings.simplefilter('always')
+        proc = Path(proc_nbs(force=True, n_workers=0))
+    mixed = [str(w.message) for w in seen if str(w.message).startswith('Found cells containing imports')]
+    for w in seen:
+        if str(w.message) not in mixed: warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if mixed: sys.exit('docs: a cell holds imports and other code, and nbdev would execute all of it for the page; '
+                       'keep the imports in a cell of their own\n' + '\n'.join(mixed))
     reports = Path(reports) if reports else ROOT/'reports'/os.environ.get('PROFILE', 'quick')/'notebooks'
     paper = sorted(p.name for p in (ROOT/'nbs'/'paper').glob('*.ipynb') if not p.name.startswith(('_', '.')))
     for name in paper:

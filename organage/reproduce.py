@@ -44,10 +44,28 @@ def skip_reason(nb:Path, data_dir:Path) -> str|None:
     return None
 
 # %% ../nbs/reproduce.ipynb #0010
-def notebook_parameters(cfg:RunConfig, data_dir:Path, run_dir:Path) -> dict:
-    "Parameters papermill injects into every paper notebook."
-    return dict(profile=cfg.profile, data_dir=str(data_dir), run_dir=str(run_dir), seed=cfg.seed,
-                device=cfg.device, n_bootstrap=cfg.n_bootstrap, config=cfg.model_dump())
+def _checkout() -> Path|None:
+    "The repository this package runs from (the folder above `nbs/paper`), None for an installed wheel."
+    return paper_dir().parent.parent if paper_dir().is_dir() else None
+
+def _param_path(path:str|os.PathLike, # a folder a notebook reads or writes
+                cwd:str|os.PathLike, # the folder the notebook runs in
+                root:str|os.PathLike|None, # paths inside it are given relative to `cwd`
+               ) -> str:
+    "`path` relative to `cwd` when both lie inside `root`, else absolute."
+    p, c = Path(path).resolve(), Path(cwd).resolve()
+    if root is not None and p.is_relative_to(r := Path(root).resolve()) and c.is_relative_to(r): return os.path.relpath(p, c)
+    return str(p)
+
+def notebook_parameters(cfg:RunConfig, data_dir:Path, run_dir:Path,
+                        cwd:str|os.PathLike|None=None, # the folder the notebooks run in (default `run_dir/notebooks`)
+                        root:str|os.PathLike|None=None, # the checkout (default: the one this package runs from)
+                       ) -> dict:
+    "Parameters papermill injects into every paper notebook; folders inside the checkout are given relative to `cwd`."
+    cwd = Path(cwd) if cwd is not None else Path(run_dir)/'notebooks'
+    root = root if root is not None else _checkout()
+    return dict(profile=cfg.profile, data_dir=_param_path(data_dir, cwd, root), run_dir=_param_path(run_dir, cwd, root),
+                seed=cfg.seed, device=cfg.device, n_bootstrap=cfg.n_bootstrap, config=cfg.model_dump())
 
 # %% ../nbs/reproduce.ipynb #0011
 def run_notebook(nb:Path, out_dir:Path, parameters:dict, kernel_name:str|None=None,
@@ -167,9 +185,10 @@ def reproduce(cfg:RunConfig, # settings (profile, seed, device, sizes, ...)
     if not data_dir.is_dir(): raise ConfigError(f"--data {data_dir}: data folder not found")
     man.params.update(data_dir=str(data_dir), run_dir=str(run_dir.resolve()))
     with man.timer('fingerprint'): man.data['cohort'] = fingerprint(data_dir)
-    params = notebook_parameters(cfg, data_dir, run_dir.resolve())
+    nb_dir = run_dir/'notebooks'   # papermill runs each notebook in this folder
+    params = notebook_parameters(cfg, data_dir, run_dir.resolve(), cwd=nb_dir.resolve())
     bar = tqdm(nbs, desc='paper notebooks', unit='nb', disable=not progress)
-    relay = (run_dir/'notebooks'/'.progress.jsonl').resolve()   # absolute: papermill changes the working folder
+    relay = (nb_dir/'.progress.jsonl').resolve()   # absolute: papermill changes the working folder
     env = {PROGRESS_FILE_ENV: str(relay), PROGRESS_ENV: None} if progress else {PROGRESS_FILE_ENV: None, PROGRESS_ENV: 'off'}
     try:
         with environ(**env), (TerminalBars(relay) if progress else contextlib.nullcontext()):
@@ -179,7 +198,7 @@ def reproduce(cfg:RunConfig, # settings (profile, seed, device, sizes, ...)
                     man.skipped[f'notebook:{nb.stem}'] = why
                     bar.write(f"skipped {nb.name}: {why}"); continue
                 with man.timer(f'notebook:{nb.stem}'):
-                    man.outputs.append(str(run_notebook(nb, run_dir/'notebooks', params, progress=progress).relative_to(run_dir)))
+                    man.outputs.append(str(run_notebook(nb, nb_dir, params, progress=progress).relative_to(run_dir)))
     finally:
         man.outputs += sorted(str(p.relative_to(run_dir)) for sub in ('tables', 'figures')
                               for p in (run_dir/sub).glob('*') if p.is_file())

@@ -1,10 +1,11 @@
 """`organage reproduce` on tiny stand-in paper notebooks: the bars a user watches on the terminal, and a failing
 notebook that names itself while the notebooks before it keep their outputs (the slow cells of nbs/reproduce.ipynb)."""
-import json, subprocess, sys
+import json, os, shutil, subprocess, sys, tempfile
 from pathlib import Path
 import nbformat
 
 BIN = Path(sys.executable).parent/'organage'
+ROOT = Path(__file__).resolve().parent.parent
 PARAMETERS = "profile = 'quick'\ndata_dir = None\nrun_dir = None\nseed = 0\ndevice = 'auto'\nn_bootstrap = 100\nconfig = {}"
 
 
@@ -82,3 +83,32 @@ def test_simulated_only_notebook_is_skipped_on_real_data(tmp_path):
     (tmp_path/'data'/'truth.csv').write_text('subject_id,organ\n')       # a simulated cohort: it runs (and fails here)
     r = reproduce(tmp_path, '--no-progress')
     assert r.returncode == 1 and 'must not run' in r.stderr
+
+
+FINDS = """from pathlib import Path
+print((Path(data_dir)/'cohort.txt').read_text())
+(Path(run_dir)/'tables').mkdir(exist_ok=True)
+n = (Path(run_dir)/'tables'/'seen.csv').write_text('x\\n1\\n')"""
+
+
+def test_injected_parameters_show_no_folder_of_the_checkout(tmp_path):
+    """Pages show each executed notebook's injected-parameters cell: run inside the checkout (as `make reproduce`
+    writes reports/<profile>), the folders there appear relative to the executed notebook, which still finds them."""
+    work = Path(tempfile.mkdtemp(prefix='test-params-', dir=ROOT/'reports'))   # reports/* is ignored by git
+    try:
+        notebooks(work/'nbs', a_first=FINDS)
+        (work/'data').mkdir(); (work/'data'/'cohort.txt').write_text('the cohort')
+        r = reproduce(work, '--no-progress')
+        assert r.returncode == 0, r.stderr[-2000:]
+        out = work/'out'/'quick'
+        ran = nbformat.read(out/'notebooks'/'a_first.ipynb', 4)
+        injected = [c for c in ran.cells if 'injected-parameters' in c.metadata.get('tags', [])]
+        assert len(injected) == 1
+        src = injected[0].source
+        assert str(ROOT) not in src and str(ROOT.resolve()) not in src and str(work) not in src, src
+        ns = {}; exec(src, ns)
+        assert ns['data_dir'] == os.path.join('..', '..', '..', 'data') and ns['run_dir'] == '..'
+        assert [o.get('text') for c in ran.cells if c.cell_type == 'code' for o in c.get('outputs', [])] == ['the cohort\n']
+        assert (out/'tables'/'seen.csv').read_text() == 'x\n1\n'
+        assert 'tables/seen.csv' in json.loads((out/'manifest.json').read_text())['outputs']
+    finally: shutil.rmtree(work)

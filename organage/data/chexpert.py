@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 from ..core import DataError
-from .gtex import DropLog, _examples
+from .loading import DropLog, examples
 
 _log = logging.getLogger('organage')
 
@@ -27,10 +27,10 @@ def find_chexpert_dataset(folder:str|Path) -> Path:
     hits = sorted(d for d in folder.iterdir() if d.is_dir() and any((d/n).is_file() for n in CSV_NAMES))
     if not hits:
         raise DataError('no CheXpert dataset', path=folder, expected='train.csv/valid.csv here or in a subfolder such as CheXpert-v1.0-small/',
-                        found=_examples(sorted(p.name for p in folder.iterdir())) or 'an empty folder')
+                        found=examples(sorted(p.name for p in folder.iterdir())) or 'an empty folder')
     if len(hits) > 1:
         raise DataError('several CheXpert datasets, cannot tell which to read', path=folder,
-                        expected='one dataset folder (pass it directly)', found=_examples(h.name for h in hits))
+                        expected='one dataset folder (pass it directly)', found=examples(h.name for h in hits))
     return hits[0]
 
 # %% ../../nbs/data/chexpert.ipynb #0008
@@ -84,7 +84,7 @@ def read_chexpert(folder:str|Path, # CheXpert dataset folder or its parent (the 
         n0 = len(df)
         nopath = df['Path'].isna()
         drops.drop('missing_path', int(nopath.sum()), f"{f}: column Path: {int(nopath.sum())} rows dropped, no image path "
-                   f"(expected a path; found an empty field on lines {_examples(df.index[nopath])})")
+                   f"(expected a path; found an empty field on lines {examples(df.index[nopath])})")
         df = df[~nopath].copy()
         rel = [_safe_rel(s, f, i) for i, s in zip(df.index, df['Path'])]
         first = {r.parts[0] for r in rel if len(r.parts) > 1}
@@ -93,13 +93,13 @@ def read_chexpert(folder:str|Path, # CheXpert dataset folder or its parent (the 
         pid = df['Path'].str.extract(r'(?:^|/)(patient\d+)(?:/|$)', expand=False)
         bad = pid.isna()
         drops.drop('no_patient_id', int(bad.sum()), f"{f}: column Path: {int(bad.sum())} rows dropped, no patient id in the path "
-                   f"(expected .../patientNNNNN/...; found {_examples([f'line {i}: {p!r}' for i, p in df['Path'][bad].items()])})")
+                   f"(expected .../patientNNNNN/...; found {examples([f'line {i}: {p!r}' for i, p in df['Path'][bad].items()])})")
         df['subject_id'] = pid; df = df[~bad]
         if 'Frontal/Lateral' in df:
             view = df['Frontal/Lateral'].fillna('').str.strip().str.lower()
             unk = ~view.isin(['frontal', 'lateral'])
             drops.drop('unknown_view', int(unk.sum()), f"{f}: column Frontal/Lateral: {int(unk.sum())} rows dropped "
-                       f"(expected Frontal or Lateral; found {_examples([f'line {i}: {v!r}' for i, v in df['Frontal/Lateral'][unk].items()])})")
+                       f"(expected Frontal or Lateral; found {examples([f'line {i}: {v!r}' for i, v in df['Frontal/Lateral'][unk].items()])})")
             df = df[~unk]
             if frontal_only:
                 lat = view[~unk] == 'lateral'
@@ -108,12 +108,12 @@ def read_chexpert(folder:str|Path, # CheXpert dataset folder or its parent (the 
         age = pd.to_numeric(df['Age'], errors='coerce')
         noage = ~(np.isfinite(age) & (age > 0))
         drops.drop('age_missing_or_zero', int(noage.sum()), f"{f}: column Age: {int(noage.sum())} rows dropped, age 0 or missing "
-                   f"(expected years > 0; found {_examples([f'line {i}: {v!r}' for i, v in df['Age'][noage].items()])})")
+                   f"(expected years > 0; found {examples([f'line {i}: {v!r}' for i, v in df['Age'][noage].items()])})")
         df = df[~noage.to_numpy()]; df['age'] = pd.to_numeric(df['Age']).astype(float)
         sex = df['Sex'].fillna('').str.strip().str.lower().map(_SEX)
         nosex = sex.isna()
         drops.drop('unknown_sex', int(nosex.sum()), f"{f}: column Sex: {int(nosex.sum())} rows dropped "
-                   f"(expected Male or Female; found {_examples([f'line {i}: {v!r}' for i, v in df['Sex'][nosex].items()])})")
+                   f"(expected Male or Female; found {examples([f'line {i}: {v!r}' for i, v in df['Sex'][nosex].items()])})")
         df['sex'] = sex; df = df[~nosex]
         df['line'] = df.index
         obs.append(df)
@@ -122,13 +122,13 @@ def read_chexpert(folder:str|Path, # CheXpert dataset folder or its parent (the 
     if len(dup):
         ex = dup.groupby('Path').apply(lambda g: f"{g.name} ({', '.join(f'{a} line {b}' for a, b in zip(g.source_file, g.line))})", include_groups=False)
         raise DataError('the same image path appears twice', where='column Path', path=ds,
-                        expected='each image once across ' + ', '.join(csvs), found=_examples(ex.tolist()))
-    if renamed: drops.note(f"{ds}: Path column starts with {_examples(sorted(renamed))}, not {ds.name}; paths are read relative to {ds}")
+                        expected='each image once across ' + ', '.join(csvs), found=examples(ex.tolist()))
+    if renamed: drops.note(f"{ds}: Path column starts with {examples(sorted(renamed))}, not {ds.name}; paths are read relative to {ds}")
     if check_files and len(obs):
         exists = np.array([os.path.isfile(p) for p in obs['path']])
         if (~exists).any():
             drops.drop('missing_image', int((~exists).sum()), f"{ds}: {int((~exists).sum())} rows dropped, image file not found "
-                       f"(expected files such as {_examples(obs['path'][~exists])})")
+                       f"(expected files such as {examples(obs['path'][~exists])})")
             obs = obs[exists]
     if excluded: _log.info(f'{ds}: left out {excluded} (frontal_only=True)')
     return _to_anndata(obs, ds, drops, excluded, frontal_only)

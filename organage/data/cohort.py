@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from ..core import DataError
-from .gtex import read_gtex, _examples
+from .gtex import read_gtex
+from .loading import examples
 from .chexpert import read_chexpert, load_radiograph
 from .ixi import read_ixi, load_volume
 
@@ -49,7 +50,7 @@ def read_subject_links(path:str|Path) -> dict[str, dict[str, str]]:
         amb = amb[amb > 1]
         if len(amb):
             raise DataError('a native id is linked to several subjects', path=path, where=f'column {c}',
-                            expected='each native id on one subject', found=_examples(amb.index))
+                            expected='each native id on one subject', found=examples(amb.index))
         out[m] = dict(zip(d[c], d['subject_id']))
     return out
 
@@ -73,7 +74,7 @@ def cohort_parts(folder:str|Path) -> dict[str, Path]:
     parts = {m: folder/d for m, d in MODALITY_DIRS.items() if (folder/d).is_dir()}
     if not parts:
         raise DataError('no datasets in the cohort folder', path=folder, expected='at least one of gtex/, chexpert/, ixi/',
-                        found=_examples(sorted(p.name + ('/' if p.is_dir() else '') for p in folder.iterdir())) or 'an empty folder')
+                        found=examples(sorted(p.name + ('/' if p.is_dir() else '') for p in folder.iterdir())) or 'an empty folder')
     return parts
 
 def read_cohort(folder:str|Path, # cohort folder holding gtex/, chexpert/ and/or ixi/
@@ -85,7 +86,7 @@ def read_cohort(folder:str|Path, # cohort folder holding gtex/, chexpert/ and/or
     parts = cohort_parts(folder)
     if modalities is not None:
         bad = [m for m in modalities if m not in MODALITY_DIRS]
-        if bad: raise DataError('unknown modality', where='modalities=', expected='rna, xray or mri', found=_examples(bad))
+        if bad: raise DataError('unknown modality', where='modalities=', expected='rna, xray or mri', found=examples(bad))
         missing = [m for m in modalities if m not in parts]
         if missing: raise DataError('requested modality has no folder', path=folder,
                                     expected=', '.join(MODALITY_DIRS[m] + '/' for m in missing), found='none')

@@ -11,34 +11,13 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 from ..core import DataError
+from .loading import DropLog, examples
 
 _log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['TISSUE_ORGANS', 'DropLog', 'tissue_of', 'GCTHeader', 'read_gct_header', 'read_gct', 'parse_age', 'read_phenotypes',
+__all__ = ['TISSUE_ORGANS', 'tissue_of', 'GCTHeader', 'read_gct_header', 'read_gct', 'parse_age', 'read_phenotypes',
            'read_exact_ages', 'find_gct_files', 'subject_of', 'read_gtex']
-
-# %% ../../nbs/data/gtex.ipynb #0006
-class DropLog:
-    "Counts rows dropped per reason, keeps one message per problem and logs each message as a warning."
-    def __init__(self): self.counts, self.messages = {}, []
-
-    def drop(self, reason:str, # short key, e.g. 'unknown_tissue'
-             n:int, # how many rows were dropped
-             msg:str): # full message: file, field, expected, found
-        if n <= 0: return
-        self.counts[reason] = self.counts.get(reason, 0) + int(n)
-        self.note(msg)
-
-    def note(self, msg:str):
-        "Record a problem that does not drop anything (e.g. an exact age outside its bracket)."
-        self.messages.append(msg); _log.warning(msg)
-
-    def to_uns(self) -> dict: return {'dropped': dict(self.counts), 'problems': list(self.messages)}
-
-def _examples(xs, k=3) -> str:
-    xs = list(xs)
-    return ', '.join(map(str, xs[:k])) + (f', ... ({len(xs)} in all)' if len(xs) > k else '')
 
 # %% ../../nbs/data/gtex.ipynb #0008
 def _slug(s:str) -> str: return re.sub(r'[^a-z0-9]+', '_', s.lower()).strip('_')
@@ -147,7 +126,7 @@ def read_gct_header(path:str|Path) -> GCTHeader:
     if len(dup):
         cols = dup.groupby(dup).apply(lambda g: f"{g.iloc[0]} (columns {', '.join(str(i + 3) for i in g.index)})")
         raise DataError('duplicate sample ids', path=path, where='line 3', expected='unique sample ids',
-                        found=_examples(cols.tolist()))
+                        found=examples(cols.tolist()))
     return GCTHeader(path, n_genes, n_samples, samples, gz)
 
 # %% ../../nbs/data/gtex.ipynb #0020
@@ -268,7 +247,7 @@ def _sample_cols(hdr:GCTHeader, samples) -> np.ndarray:
     missing = [s for s in want if s not in pos]
     if missing:
         raise DataError('requested samples are not columns of this GCT', path=hdr.path, where='line 3',
-                        expected='sample ids present in the header', found=_examples(missing))
+                        expected='sample ids present in the header', found=examples(missing))
     return np.array(sorted(pos[s] for s in want), dtype=np.int64)
 
 def _chunk_bytes(hdr, chunksize):
@@ -279,7 +258,7 @@ def _unique_genes(path, names):
     s = pd.Series(names)
     d = s[s.duplicated()]
     if len(d): raise DataError('duplicate gene ids in the Name column', path=path, expected='unique gene ids',
-                               found=_examples(d.unique()))
+                               found=examples(d.unique()))
 
 def read_gct(path:str|Path, # a GCT 1.2 file, `.gct` or `.gct.gz`
              samples:Sequence[str]|None=None, # sample ids to keep (default: all)
@@ -304,9 +283,9 @@ def read_gct(path:str|Path, # a GCT 1.2 file, `.gct` or `.gct.gz`
 def _report_missing_genes(path, want, names):
     got = set(names) | {n.split('.', 1)[0] for n in names}
     missing = sorted(g for g in want if g not in got)
-    if missing: _log.warning(f'{path}: {len(missing)} requested genes are not in the Name column: {_examples(missing)}')
+    if missing: _log.warning(f'{path}: {len(missing)} requested genes are not in the Name column: {examples(missing)}')
     if not names: raise DataError('none of the requested genes is in the file', path=path, where='Name column',
-                                  expected='gene ids such as ' + _examples(sorted(want)), found='no match')
+                                  expected='gene ids such as ' + examples(sorted(want)), found='no match')
 
 # %% ../../nbs/data/gtex.ipynb #0025
 _BRACKET = re.compile(r'^\s*(\d{1,3})\s*-\s*(\d{1,3})\s*$')
@@ -344,7 +323,7 @@ def _no_duplicates(df:pd.DataFrame, key:str, path, what='rows'):
     if len(d):
         ex = d.groupby(key).apply(lambda g: f"{g.name} (lines {', '.join(str(i + 2) for i in g.index)})", include_groups=False)
         raise DataError(f'duplicate {key} {what}', path=path, where=f'column {key}', expected=f'one row per {key}',
-                        found=_examples(ex.tolist()))
+                        found=examples(ex.tolist()))
 
 _SEX = {'1': 'male', '2': 'female'}
 
@@ -360,13 +339,13 @@ def read_phenotypes(path:str|Path, # *SubjectPhenotypesDS.txt
     if bad.any():
         ex = [f"line {i + 2} (SUBJID {df.SUBJID[i]}): {df.AGE[i]!r}" for i in df.index[bad]]
         drops.drop('malformed_age', int(bad.sum()), f"{path}: column AGE: {int(bad.sum())} donors dropped, age not readable "
-                   f"(expected a decade bracket like '60-69' or a number of years; found {_examples(ex)})")
+                   f"(expected a decade bracket like '60-69' or a number of years; found {examples(ex)})")
     sex = df['SEX'].str.strip().str.replace(r'\.0$', '', regex=True).map(_SEX)
     bsex = sex.isna() & ~bad
     if bsex.any():
         ex = [f"line {i + 2} (SUBJID {df.SUBJID[i]}): {df.SEX[i]!r}" for i in df.index[bsex]]
         drops.drop('malformed_sex', int(bsex.sum()), f"{path}: column SEX: {int(bsex.sum())} donors dropped, sex not readable "
-                   f"(expected 1 (male) or 2 (female); found {_examples(ex)})")
+                   f"(expected 1 (male) or 2 (female); found {examples(ex)})")
     ok = ~(bad | bsex)
     out = df[ok].copy()
     out['age'] = [p[0] for p in parsed[ok]]
@@ -399,10 +378,10 @@ def _one(folder:Path, pattern:str, what:str) -> Path:
     hits = sorted(folder.rglob(pattern))
     if not hits:
         raise DataError(f'no {what} file', path=folder, expected=f'a file matching {pattern}',
-                        found=_examples(sorted(p.name for p in folder.iterdir())) or 'an empty folder')
+                        found=examples(sorted(p.name for p in folder.iterdir())) or 'an empty folder')
     if len(hits) > 1:
         raise DataError(f'several {what} files, cannot tell which to use', path=folder, expected=f'one file matching {pattern}',
-                        found=_examples(str(p.relative_to(folder)) for p in hits))
+                        found=examples(str(p.relative_to(folder)) for p in hits))
     return hits[0]
 
 def _values_kind(p:Path) -> str:
@@ -415,15 +394,15 @@ def find_gct_files(folder:str|Path) -> tuple[list[Path], str]:
     files = sorted(p for p in folder.rglob('*') if p.is_file() and re.search(r'\.gct(\.gz)?$', p.name, re.I))
     if not files:
         raise DataError('no GCT expression file', path=folder, expected='*.gct or *.gct.gz (GCT 1.2)',
-                        found=_examples(sorted(p.name for p in folder.iterdir())) or 'an empty folder')
+                        found=examples(sorted(p.name for p in folder.iterdir())) or 'an empty folder')
     plain = {p.name for p in files if not p.name.lower().endswith('.gz')}
     twins = [p for p in files if p.name.lower().endswith('.gz') and p.name[:-3] in plain and (p.parent/p.name[:-3]).is_file()]
-    if twins: _log.info(f'{folder}: {_examples(p.name for p in twins)} also present uncompressed; reading the uncompressed copies')
+    if twins: _log.info(f'{folder}: {examples(p.name for p in twins)} also present uncompressed; reading the uncompressed copies')
     files = [p for p in files if p not in twins]
     kinds = {k: [p for p in files if _values_kind(p) == k] for k in ('counts', 'unknown', 'tpm')}
     kind = next(k for k in kinds if kinds[k])
     skipped = [p.name for p in files if p not in kinds[kind]]
-    if skipped: _log.info(f'{folder}: reading {kind} GCT files; not reading {_examples(skipped)}')
+    if skipped: _log.info(f'{folder}: reading {kind} GCT files; not reading {examples(skipped)}')
     return kinds[kind], kind
 
 def subject_of(sampid:str) -> str|None:
@@ -437,7 +416,7 @@ def _check_names(requested, known, what):
     req = [requested] if isinstance(requested, str) else list(requested)
     bad = [r for r in req if r not in set(known)]
     if bad: raise DataError(f'unknown {what}', where=f'{what}=', expected='one of ' + ', '.join(sorted(set(known))),
-                            found=_examples(bad))
+                            found=examples(bad))
     return set(req)
 
 def _select_samples(headers, attrs, attr_path, ph, ph_path, bad_subjects, organs, tissues, drops):
@@ -451,7 +430,7 @@ def _select_samples(headers, attrs, attr_path, ph, ph_path, bad_subjects, organs
         a = s['sample'].isin(attrs.index)
         drops.drop('no_sample_attributes', int((~a).sum()),
                    f"{h.path}: {int((~a).sum())} samples dropped, no row in {attr_path.name} "
-                   f"(expected a SAMPID row for every GCT sample; found none for {_examples(s['sample'][~a])})")
+                   f"(expected a SAMPID row for every GCT sample; found none for {examples(s['sample'][~a])})")
         s = s[a]
         smtsd = attrs.loc[s['sample'], 'SMTSD'].to_numpy()
         to = [tissue_of(x) for x in smtsd]
@@ -460,12 +439,12 @@ def _select_samples(headers, attrs, attr_path, ph, ph_path, bad_subjects, organs
             vc = pd.Series(smtsd[unk]).fillna('<empty>').value_counts()
             drops.drop('unknown_tissue', int(unk.sum()),
                        f"{attr_path}: column SMTSD: {int(unk.sum())} samples dropped, tissue not in TISSUE_ORGANS "
-                       f"(expected a GTEx SMTSD value such as 'Brain - Cortex'; found {_examples([f'{k!r} x{v}' for k, v in vc.items()])})")
+                       f"(expected a GTEx SMTSD value such as 'Brain - Cortex'; found {examples([f'{k!r} x{v}' for k, v in vc.items()])})")
         s = s[~unk].copy()
         s['tissue'] = [t[0] for t, u in zip(to, unk) if not u]; s['organ'] = [t[1] for t, u in zip(to, unk) if not u]
         nosub = s['subject_id'].isna()
         drops.drop('bad_sample_id', int(nosub.sum()), f"{h.path}: line 3: {int(nosub.sum())} samples dropped, no donor id "
-                   f"in the sample id (expected SUBJID-... such as GTEX-1117F-0226-SM-5GZZ7; found {_examples(s['sample'][nosub])})")
+                   f"in the sample id (expected SUBJID-... such as GTEX-1117F-0226-SM-5GZZ7; found {examples(s['sample'][nosub])})")
         s = s[~nosub]
         for reason, subj in bad_subjects.items():
             m = s['subject_id'].isin(subj)
@@ -475,7 +454,7 @@ def _select_samples(headers, attrs, attr_path, ph, ph_path, bad_subjects, organs
         noph = ~s['subject_id'].isin(ph.index)
         drops.drop('no_phenotype_row', int(noph.sum()),
                    f"{h.path}: {int(noph.sum())} samples dropped, their donor has no row in {ph_path} "
-                   f"(expected a SUBJID row for donors {_examples(s['subject_id'][noph].unique())})")
+                   f"(expected a SUBJID row for donors {examples(s['subject_id'][noph].unique())})")
         s = s[~noph]
         if want_org is not None: s = s[s['organ'].isin(want_org)]
         if want_tis is not None: s = s[s['tissue'].isin(want_tis)]
@@ -573,7 +552,7 @@ def _apply_exact_ages(ph, exact, drops):
     if off.any():
         ids = ph.index[m][off]
         drops.note(f"exact ages: {int(off.sum())} donors have an exact age outside their AGE bracket "
-                   f"(expected the bracket to contain the exact age; found {_examples([f'{i}: {a:g} vs {b}' for i, a, b in zip(ids, e[off], br[off])])}); the exact age is used")
+                   f"(expected the bracket to contain the exact age; found {examples([f'{i}: {a:g} vs {b}' for i, a, b in zip(ids, e[off], br[off])])}); the exact age is used")
     ph.loc[m, 'age'] = e; ph.loc[m, 'age_source'] = 'exact'
     if (~m).any(): _log.info(f'exact ages: {int((~m).sum())} donors have no exact age; their bracket midpoint is used')
     return ph

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from ..core import DataError
-from .gtex import DropLog, _examples
+from .loading import DropLog, examples
 
 _log = logging.getLogger('organage')
 
@@ -23,7 +23,7 @@ def find_ixi_sheet(folder:Path) -> Path:
         hits = sorted(p for p in folder.glob(pat) if p.is_file())
         if hits: return hits[0]
     raise DataError('no IXI demographics sheet', path=folder, expected='IXI.xls (sheet Table) or IXI.csv',
-                    found=_examples(sorted(p.name for p in folder.iterdir())) or 'an empty folder')
+                    found=examples(sorted(p.name for p in folder.iterdir())) or 'an empty folder')
 
 def _read_sheet_raw(path:Path) -> pd.DataFrame:
     if path.suffix.lower() == '.csv':
@@ -36,7 +36,7 @@ def _read_sheet_raw(path:Path) -> pd.DataFrame:
         raise DataError('IXI workbook cannot be read', path=path, expected='an Excel 97-2003 (.xls) workbook', found=f'{type(e).__name__}: {e}') from None
     with xf:
         if 'Table' not in xf.sheet_names:
-            raise DataError('IXI workbook has no sheet named Table', path=path, where='sheets', expected="a sheet 'Table'", found=_examples(xf.sheet_names))
+            raise DataError('IXI workbook has no sheet named Table', path=path, where='sheets', expected="a sheet 'Table'", found=examples(xf.sheet_names))
         df = xf.parse('Table', dtype=object)
     return df.map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else
                   (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)))
@@ -55,17 +55,17 @@ def read_ixi_sheet(path:str|Path, # IXI.xls or IXI.csv
     rid = pd.to_numeric(df['IXI_ID'], errors='coerce')
     bad = ~(np.isfinite(rid) & (rid > 0) & (rid == rid.round()))
     drops.drop('bad_ixi_id', int(bad.sum()), f"{path}: column IXI_ID: {int(bad.sum())} rows dropped "
-               f"(expected a positive integer; found {_examples([f'row {i}: {v!r}' for i, v in df['IXI_ID'][bad].items()])})")
+               f"(expected a positive integer; found {examples([f'row {i}: {v!r}' for i, v in df['IXI_ID'][bad].items()])})")
     df = df[~bad].copy(); df['IXI_ID'] = rid[~bad].astype(int)
     age = pd.to_numeric(df['AGE'], errors='coerce')
     noage = ~(np.isfinite(age) & (age > 0) & (age < 130))
     drops.drop('missing_age', int(noage.sum()), f"{path}: column AGE: {int(noage.sum())} rows without a usable age dropped "
-               f"(expected years > 0; found {_examples([f'row {i} (IXI_ID {d}): {v!r}' for i, d, v in zip(df.index[noage], df.IXI_ID[noage], df.AGE[noage])])})")
+               f"(expected years > 0; found {examples([f'row {i} (IXI_ID {d}): {v!r}' for i, d, v in zip(df.index[noage], df.IXI_ID[noage], df.AGE[noage])])})")
     df = df[~noage]; df['age'] = age[~noage].astype(float)
     sex = df['SEX_ID'].astype(str).str.strip().str.replace(r'\.0$', '', regex=True).map({'1': 'male', '2': 'female'})
     nosex = sex.isna()
     drops.drop('malformed_sex', int(nosex.sum()), f"{path}: column SEX_ID: {int(nosex.sum())} rows dropped "
-               f"(expected 1 (male) or 2 (female); found {_examples([f'row {i}: {v!r}' for i, v in df['SEX_ID'][nosex].items()])})")
+               f"(expected 1 (male) or 2 (female); found {examples([f'row {i}: {v!r}' for i, v in df['SEX_ID'][nosex].items()])})")
     df['sex'] = sex; df = df[~nosex]
     df['row'] = df.index
     g = df.groupby('IXI_ID')
@@ -75,12 +75,12 @@ def read_ixi_sheet(path:str|Path, # IXI.xls or IXI.csv
         c = df[conflict]
         drops.drop('conflicting_duplicate_rows', int(conflict.sum()), f"{path}: column IXI_ID: {int(conflict.sum())} rows dropped, "
                    f"the same IXI_ID on several rows with different AGE or SEX_ID (expected one age and sex per subject; found "
-                   f"{_examples([f'IXI_ID {k}: rows ' + ', '.join(map(str, v.row)) for k, v in c.groupby('IXI_ID')])})")
+                   f"{examples([f'IXI_ID {k}: rows ' + ', '.join(map(str, v.row)) for k, v in c.groupby('IXI_ID')])})")
     df = df[~conflict]
     dup = df['IXI_ID'].duplicated()
     if dup.any():
         drops.drop('duplicate_rows', int(dup.sum()), f"{path}: column IXI_ID: {int(dup.sum())} repeated rows dropped, identical age and sex "
-                   f"to an earlier row (expected one row per IXI_ID; found repeats of {_examples(df.IXI_ID[dup].unique())})")
+                   f"to an earlier row (expected one row per IXI_ID; found repeats of {examples(df.IXI_ID[dup].unique())})")
     return df[~dup].set_index('IXI_ID', drop=False).rename_axis(None)
 
 # %% ../../nbs/data/ixi.ipynb #0008
@@ -157,11 +157,11 @@ def read_ixi(folder:str|Path, # IXI folder: IXI.xls or IXI.csv and the T1 files 
     files = sorted(p for p in folder.rglob('*-T1.nii*') if p.is_file() and re.search(r'\.nii(\.gz)?$', p.name))
     if not files:
         raise DataError('no IXI T1 volumes', path=folder, expected='files like IXI-T1/IXI002-Guys-0828-T1.nii.gz',
-                        found=_examples(sorted(p.name for p in folder.iterdir())) or 'an empty folder')
+                        found=examples(sorted(p.name for p in folder.iterdir())) or 'an empty folder')
     m = [T1_NAME.match(p.name) for p in files]
     bad = [p.name for p, x in zip(files, m) if not x]
     drops.drop('unrecognised_filename', len(bad), f'{folder}: {len(bad)} T1 files dropped, name not understood '
-               f'(expected IXI<id>-<Site>-<nnnn>-T1.nii.gz; found {_examples(bad)})')
+               f'(expected IXI<id>-<Site>-<nnnn>-T1.nii.gz; found {examples(bad)})')
     rows = pd.DataFrame([dict(path=str(p), file=p.name, ixi_id=int(x[1]), site=x[2]) for p, x in zip(files, m) if x])
     if rows.empty: rows = pd.DataFrame(columns=['path', 'file', 'ixi_id', 'site'])
     known = rows['ixi_id'].isin(sheet.index)
@@ -169,10 +169,10 @@ def read_ixi(folder:str|Path, # IXI folder: IXI.xls or IXI.csv and the T1 files 
     in_sheet = rows['ixi_id'].isin(set(sheet_all.dropna().astype(int)))
     dropped_row = ~known & in_sheet
     drops.drop('sheet_row_dropped', int(dropped_row.sum()), f'{folder}: {int(dropped_row.sum())} volumes dropped because their '
-               f'row in {sheet_path.name} was dropped (see the message about that file): {_examples(rows.file[dropped_row])}')
+               f'row in {sheet_path.name} was dropped (see the message about that file): {examples(rows.file[dropped_row])}')
     nosheet = ~in_sheet
     drops.drop('no_sheet_row', int(nosheet.sum()), f'{sheet_path}: {int(nosheet.sum())} volumes dropped, no row for their IXI_ID '
-               f'(expected a row for {_examples(sorted(set(rows.ixi_id[nosheet])))})')
+               f'(expected a row for {examples(sorted(set(rows.ixi_id[nosheet])))})')
     rows = rows[known.to_numpy()]
     if check_headers and len(rows):
         probs = [_nifti_problem(Path(p)) for p in rows['path']]
