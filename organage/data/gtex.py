@@ -129,7 +129,7 @@ def read_gct_header(path:str|Path) -> GCTHeader:
                         found=examples(cols.tolist()))
     return GCTHeader(path, n_genes, n_samples, samples, gz)
 
-# %% ../../nbs/data/gtex.ipynb #0020
+# %% ../../nbs/data/gtex.ipynb #fd9e77f8
 def _gene_filter(genes:Iterable[str]|None):
     "Predicate on gene ids: exact `Name`, or unversioned id when the request has no version suffix."
     if genes is None: return None, set()
@@ -147,6 +147,7 @@ class _Matrix:
         self.a.resize((self.n, self.a.shape[1]), refcheck=False)
         return self.a
 
+# %% ../../nbs/data/gtex.ipynb #95fd2040
 def _locate_bad_value(hdr, lines, line_nos, cols, err):
     for raw, ln in zip(lines, line_nos):
         f = raw.rstrip(b'\r\n').split(b'\t')
@@ -173,6 +174,7 @@ def _parse_batch(hdr, lines, line_nos, cols) -> np.ndarray:
                         expected='a count or TPM >= 0', found=repr(float(v[i, j])))
     return v
 
+# %% ../../nbs/data/gtex.ipynb #d8134a4c
 def _gzip_intact(path) -> bool:
     "Whether a gzip file decompresses to its end with a valid CRC (read in 1 MB pieces, nothing kept)."
     try:
@@ -302,7 +304,7 @@ def parse_age(v) -> tuple[float, str, str|None]|None:
     except ValueError: return None
     return (x, 'exact', None) if np.isfinite(x) and 0 < x < 130 else None
 
-# %% ../../nbs/data/gtex.ipynb #0027
+# %% ../../nbs/data/gtex.ipynb #7ad453f1
 def _read_table(path:Path, required:Sequence[str], what:str, sep='\t') -> pd.DataFrame:
     # GTEx tables are plain TSV: pathology notes (SMPTHNTS) hold stray double quotes, which must not open a quoted field
     quoting = csv.QUOTE_NONE if sep == '\t' else csv.QUOTE_MINIMAL
@@ -325,6 +327,7 @@ def _no_duplicates(df:pd.DataFrame, key:str, path, what='rows'):
         raise DataError(f'duplicate {key} {what}', path=path, where=f'column {key}', expected=f'one row per {key}',
                         found=examples(ex.tolist()))
 
+# %% ../../nbs/data/gtex.ipynb #979bcd41
 _SEX = {'1': 'male', '2': 'female'}
 
 def read_phenotypes(path:str|Path, # *SubjectPhenotypesDS.txt
@@ -354,6 +357,7 @@ def read_phenotypes(path:str|Path, # *SubjectPhenotypesDS.txt
     out['sex'] = sex[ok]
     return out.set_index('SUBJID', drop=False).rename_axis(None)
 
+# %% ../../nbs/data/gtex.ipynb #0e887c5c
 def read_exact_ages(src:str|Path|pd.DataFrame) -> pd.Series:
     "Exact ages from a protected file or table with columns SUBJID and AGE (numeric years), indexed by SUBJID."
     if isinstance(src, pd.DataFrame): df, path = src.astype(str).reset_index(drop=True), '<exact_ages table>'
@@ -461,13 +465,14 @@ def _select_samples(headers, attrs, attr_path, ph, ph_path, bad_subjects, organs
         picks.append(s['col'].to_numpy()); frames.append(s.assign(gct=h.path.name))
     return picks, frames
 
-# %% ../../nbs/data/gtex.ipynb #0034
+# %% ../../nbs/data/gtex.ipynb #9b48b1b6
 def _batch(obs:pd.DataFrame) -> pd.Series:
     b = pd.Series('gtex', index=obs.index, dtype=object)
     for c in ('SMCENTER', 'SMNABTCH', 'SMGEBTCH'):
         if c in obs: b = obs[c].where(obs[c].notna() & (obs[c].astype(str).str.strip() != ''), b)
     return b.astype(str)
 
+# %% ../../nbs/data/gtex.ipynb #5e2cc997
 def read_gtex(folder:str|Path, # folder with GCT file(s) and the two GTEx annotation files
               organs:Sequence[str]|str|None=None, # keep these organs (TISSUE_ORGANS.organ), default all
               tissues:Sequence[str]|str|None=None, # keep these tissues (TISSUE_ORGANS.tissue), default all
@@ -532,6 +537,7 @@ def read_gtex(folder:str|Path, # folder with GCT file(s) and the two GTEx annota
                                       'n_genes': len(names0), 'phenotypes': str(ph_path), 'attributes': str(at_path)}}
     return ad.AnnData(X=X, obs=obs, var=var, uns=uns)
 
+# %% ../../nbs/data/gtex.ipynb #230024f2
 def _no_duplicate_samples_across(headers):
     seen = {}
     for h in headers:
