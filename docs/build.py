@@ -16,6 +16,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Library pages follow the pipeline: the notebooks are numbered in reading order inside each folder,
+# and the folders come in the order data flows through them.
+GROUP_ORDER = ['data', 'model', 'evaluate', 'explain', 'report', 'api']
+GROUP_TITLES = {'api': 'Namespaces (oa.read, oa.pp, oa.tl, oa.pl)'}
+
 def toctree(caption, entries):
     body = '\n'.join(entries)
     return f":::{{toctree}}\n:caption: {caption}\n:maxdepth: 1\n\n{body}\n:::\n"
@@ -73,7 +78,9 @@ def main(reports=None, out=None):
     lib = sorted(p.relative_to(proc).with_suffix('') for p in proc.rglob('*.ipynb')
                  if p.parent.name != 'paper' and p.stem != 'index')
     groups = {}
-    for p in lib: groups.setdefault(p.parts[0].title() if len(p.parts) > 1 else 'Core and command line', []).append(str(p))
+    for p in sorted(lib, key=lambda p: (GROUP_ORDER.index(p.parts[0]) if len(p.parts) > 1 and p.parts[0] in GROUP_ORDER else -1, p)):
+        name = p.parts[0] if len(p.parts) > 1 else None
+        groups.setdefault(GROUP_TITLES.get(name, name.title() if name else 'Core, public face and command line'), []).append(str(p))
     idx = proc/'index.ipynb'
     import nbformat
     nb = nbformat.read(idx, as_version=4)

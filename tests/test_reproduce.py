@@ -1,5 +1,5 @@
 """`organage reproduce` on tiny stand-in paper notebooks: the bars a user watches on the terminal, and a failing
-notebook that names itself while the notebooks before it keep their outputs (the slow cells of nbs/reproduce.ipynb)."""
+notebook that names itself while the notebooks before it keep their outputs (the slow cells of nbs/02_reproduce.ipynb)."""
 import json, os, shutil, subprocess, sys, tempfile
 from pathlib import Path
 import nbformat
