@@ -299,7 +299,7 @@ def _run_chunks(fn, tasks:list, n_jobs:int):
     with ProcessPoolExecutor(min(n_jobs, len(tasks)), mp_context=ctx) as ex:
         list(ex.map(_call, [(fn, t) for t in tasks]))
 
-# %% ../../nbs/data/synth.ipynb #beab5821
+# %% ../../nbs/data/synth.ipynb #b46c32d5
 def _sig(z): return 0.5*(1 + np.tanh(0.5*z))
 
 def _ellipse(x, y, cx, cy, ax, ay, w):
@@ -307,7 +307,7 @@ def _ellipse(x, y, cx, cy, ax, ay, w):
     r = np.sqrt(((x - cx)/ax)**2 + ((y - cy)/ay)**2)
     return _sig((1 - r)/w)
 
-# %% ../../nbs/data/synth.ipynb #98e656af
+# %% ../../nbs/data/synth.ipynb #1c723fb1
 def render_radiographs(p:pd.DataFrame, # per image: a (lung age, standardised), male, sx, sy, heart, texture, density, ap, lateral, rot, tx, ty, zoom, gamma, contrast, noise
                        size:int, # image side
                        rng:np.random.Generator) -> np.ndarray:
@@ -363,7 +363,7 @@ def render_radiographs(p:pd.DataFrame, # per image: a (lung age, standardised), 
     img = img + rng.normal(0, 1, img.shape)*c('noise')
     return np.clip(img, 0, 1).astype(np.float32)
 
-# %% ../../nbs/data/synth.ipynb #7634bb20
+# %% ../../nbs/data/synth.ipynb #c153f759
 def render_laterals(p:pd.DataFrame, size:int, rng:np.random.Generator) -> np.ndarray:
     "Lateral views: a coarser body/lung/heart/spine sketch (these are filtered out by frontal-only loaders)."
     c = lambda k: p[k].to_numpy(float)[:, None, None]
@@ -456,7 +456,7 @@ def simulate_chexpert(subjects:pd.DataFrame, truth:pd.DataFrame, cfg:SimConfig, 
         write_csv(tab[tab._split == sp].drop(columns='_split'), root/'CheXpert-v1.0-small'/f'{sp}.csv')
     return tab
 
-# %% ../../nbs/data/synth.ipynb #3415cf43
+# %% ../../nbs/data/synth.ipynb #d15904b5
 @lru_cache(maxsize=1)
 def _brain_fields():
     "MNI152 fields on a 2 mm grid: GM, WM, CSF, signed distances (mm) to the brain surface and to the ventricles."
@@ -498,7 +498,7 @@ def _brain_fields_at(mm:float):
     aff2 = np.linalg.inv(inv) @ np.diag([*step, 1.0])
     return np.ascontiguousarray(g, np.float32), np.linalg.inv(aff2)
 
-# %% ../../nbs/data/synth.ipynb #bd828591
+# %% ../../nbs/data/synth.ipynb #0d2b3b12
 def _trilinear(f:np.ndarray, # (X, Y, Z, C) fields
                idx:np.ndarray, # (3, N) fractional voxel indices
                cval:np.ndarray, # (C,) values outside the grid
@@ -520,7 +520,7 @@ def _trilinear(f:np.ndarray, # (X, Y, Z, C) fields
 
 def _field_mm(cfg, size=None): return float(np.clip(cfg.mri_fov_mm/(size or cfg.volume_size)/2, 2, 4))
 
-# %% ../../nbs/data/synth.ipynb #f0b585cb
+# %% ../../nbs/data/synth.ipynb #a462fcf5
 def render_volumes(p:pd.DataFrame, # per volume: b (brain age, 0 at 20 y, 1 at 80 y), male, head, vent, atrophy, site, rot (3 cols), shift (3 cols)
                    size:int, cfg:SimConfig, rng:np.random.Generator) -> np.ndarray:
     "T1-like volumes (N, size, size, size), float32, white matter about 1 before site scaling."

@@ -97,7 +97,7 @@ class EpochBar(L.Callback):
         if self.bar is not None: self.bar.close(); self.bar = None
     def on_exception(self, trainer, pl_module, exc): self.on_train_end(trainer, pl_module)
 
-# %% ../../nbs/model/train.ipynb #cf818e87
+# %% ../../nbs/model/train.ipynb #1bbb8ca7
 def _trainer_kwargs(cfg:RunConfig, tcfg:TrainConfig, dev:str) -> dict:
     "Lightning Trainer arguments. Torch's deterministic mode is off unless asked for: the CPU kernels used here are deterministic already, and it fills new tensors with NaN (2x slower small CNNs)."
     precision = cfg.precision
@@ -108,7 +108,7 @@ def _trainer_kwargs(cfg:RunConfig, tcfg:TrainConfig, dev:str) -> dict:
                 deterministic='warn' if cfg.deterministic else False, enable_progress_bar=False, enable_model_summary=False,
                 gradient_clip_val=tcfg.grad_clip, log_every_n_steps=tcfg.log_every_n_steps)
 
-# %% ../../nbs/model/train.ipynb #7cf1b7c2
+# %% ../../nbs/model/train.ipynb #79221a2d
 @contextlib.contextmanager
 def _quiet_lightning():
     "Hide Lightning's per-stage chatter (device lines, a cloud-logging tip, a deprecation inside Lightning) from notebooks; warnings about our settings still show."
@@ -120,7 +120,7 @@ def _quiet_lightning():
             yield
     finally: lg.setLevel(level)
 
-# %% ../../nbs/model/train.ipynb #43e26edd
+# %% ../../nbs/model/train.ipynb #eff316e7
 def run_stage(name:str, # stage folder name, e.g. 'unimodal_rna'
               mcfg:ModelConfig, cfg:RunConfig, tcfg:TrainConfig,
               train_ds, val_ds, run_dir,
@@ -163,7 +163,7 @@ def run_stage(name:str, # stage folder name, e.g. 'unimodal_rna'
     trainer.strategy.barrier()   # later stages warm-start from these files on every rank
     return info
 
-# %% ../../nbs/model/train.ipynb #d5128e3c
+# %% ../../nbs/model/train.ipynb #87325deb
 STAGES = ('unimodal', 'naive', 'aligned')
 
 def _run_record(cfg, tcfg, mcfg, data_dir) -> dict:
@@ -171,7 +171,7 @@ def _run_record(cfg, tcfg, mcfg, data_dir) -> dict:
     t = {k: v for k, v in tcfg.model_dump().items() if k not in ('devices', 'num_nodes', 'strategy', 'progress', 'cache_gb')}
     return {'run_config': keep, 'train_config': t, 'model_config': mcfg.model_dump(), 'data_dir': '<in memory>' if isinstance(data_dir, dict) else str(Path(data_dir).resolve())}
 
-# %% ../../nbs/model/train.ipynb #6ca2df00
+# %% ../../nbs/model/train.ipynb #c13bd44a
 def train_curriculum(cfg:RunConfig, # shared settings (epochs, batch size, sizes, seed, device)
                      data_dir, # cohort folder (gtex/, chexpert/, ixi/)
                      run_dir, # where stages, checkpoints and metrics go
