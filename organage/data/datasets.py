@@ -159,7 +159,7 @@ class SubjectDataset(Dataset):
         item = {'subject_id': self.subjects[i]}
         for m, idx in self.index[i].items():
             if len(idx) == 0: continue
-            x = self.data[m][idx] if m in self.data else torch.stack([self.images[m][int(j)] for j in idx])
+            x = self.data[m][idx] if m in self.data else torch.stack([self.images[m][j] for j in idx.tolist()])
             if m in self.standardize: x = self.standardize[m](x)
             item[f'{m}_x'] = x
             for k in ('organ', 'age', 'sex'): item[f'{m}_{k}'] = self.obs[m][k][idx]
