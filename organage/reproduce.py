@@ -68,6 +68,16 @@ def notebook_parameters(cfg:RunConfig, data_dir:Path, run_dir:Path,
                 seed=cfg.seed, device=cfg.device, n_bootstrap=cfg.n_bootstrap, config=cfg.model_dump())
 
 # %% ../nbs/02_reproduce.ipynb #0011
+@contextlib.contextmanager
+def _quiet(*names:str):
+    "Silence the named loggers (below CRITICAL) for the duration."
+    import logging
+    lgs = [logging.getLogger(n) for n in names]; levels = [l.level for l in lgs]
+    for l in lgs: l.setLevel(logging.CRITICAL)
+    try: yield
+    finally:
+        for l, v in zip(lgs, levels): l.setLevel(v)
+
 def run_notebook(nb:Path, out_dir:Path, parameters:dict, kernel_name:str|None=None,
                  progress:bool=False, # show a bar over the notebook's cells
                 ) -> Path:
@@ -77,12 +87,15 @@ def run_notebook(nb:Path, out_dir:Path, parameters:dict, kernel_name:str|None=No
     out_dir.mkdir(parents=True, exist_ok=True)
     final, partial = out_dir/nb.name, out_dir/f'.{nb.stem}.running.ipynb'
     try:
-        pm.execute_notebook(str(nb), str(partial), parameters=parameters, kernel_name=kernel_name,
-                            progress_bar=dict(desc=f'  {nb.stem}', position=1, leave=False) if progress else False,
-                            cwd=str(out_dir),
-                            # the kernel's own warnings (e.g. "running over TCP without encryption" on loopback)
-                            # would land between the bars; errors still show
-                            extra_arguments=['--IPKernelApp.log_level=ERROR'])
+        # when a cell fails, papermill shuts the kernel down while zmq callbacks may still be in flight; on a loaded
+        # machine tornado then logs "Uncaught exception in ZMQStream callback" with a traceback that is not the error
+        with _quiet('tornado.general', 'tornado.application'):
+            pm.execute_notebook(str(nb), str(partial), parameters=parameters, kernel_name=kernel_name,
+                                progress_bar=dict(desc=f'  {nb.stem}', position=1, leave=False) if progress else False,
+                                cwd=str(out_dir),
+                                # the kernel's own warnings (e.g. "running over TCP without encryption" on loopback)
+                                # would land between the bars; errors still show
+                                extra_arguments=['--IPKernelApp.log_level=ERROR'])
     except PapermillExecutionError as e:
         failed = out_dir/f'{nb.stem}.failed.ipynb'
         if partial.exists(): os.replace(partial, failed)
