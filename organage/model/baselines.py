@@ -4,14 +4,14 @@
 
 # %% ../../nbs/model/06_baselines.ipynb #081137d3
 from __future__ import annotations
-import contextlib, json, time, warnings
+import contextlib, json, logging, time, warnings
 from itertools import combinations
 from pathlib import Path
 from typing import Sequence
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
-from ..core import DataError, write_csv, write_json
+from ..core import DataError, NotEnoughDataError, write_csv, write_json
 from ..evaluate.predictions import PRED_COLUMNS
 
 # %% auto #0
@@ -43,7 +43,7 @@ def subject_folds(subjects, # training subject ids (repeats allowed, e.g. one pe
     "Fold number (0..n_folds-1) of every distinct subject, in a seeded random order: subject_id -> fold."
     s = np.array(sorted(set(map(str, subjects))), dtype=object)
     if len(s) < n_folds:
-        raise DataError(f"{len(s)} training subjects cannot fill {n_folds} folds", expected=f'at least {n_folds} subjects')
+        raise NotEnoughDataError(f"{len(s)} training subjects cannot fill {n_folds} folds (at least {n_folds} needed)")
     f = np.random.default_rng(seed).permutation(len(s)) % n_folds
     return pd.Series(f, index=pd.Index(s, name='subject_id'), name='fold')
 
@@ -242,7 +242,7 @@ def fit_predict_baselines(inputs:dict, # {split: {modality: (X, obs)}} with obs 
     "Fit every baseline on the training split; (rows of every split for the predictions table, fitted settings)."
     cfg = cfg or BaselineConfig()
     train = {m: v for m, v in inputs.get('train', {}).items() if len(v[1])}
-    if not train: raise DataError("no training observations for the baselines", where='baselines', expected="a 'train' split")
+    if not train: raise NotEnoughDataError("no training observations for the baselines")
     folds = subject_folds(pd.concat([o.subject_id.astype(str) for _, o in train.values()]), cfg.n_folds, seed)
     names = {m: baseline_name(m, X) for m, (X, _) in train.items()}
     base = {m: OrganBaseline(names[m].split('_')[0], cfg, seed).fit(X, o, folds) for m, (X, o) in train.items()}
@@ -252,7 +252,7 @@ def fit_predict_baselines(inputs:dict, # {split: {modality: (X, obs)}} with obs 
                  for m, b in base.items() if m in mods and len(mods[m][1])]
         parts = [p for p in parts if len(p)]
         uni[split] = pd.concat(parts, ignore_index=True) if parts else None
-    if uni.get('train') is None: raise DataError("no organ had enough training rows for a baseline", expected=f'{cfg.min_rows} rows')
+    if uni.get('train') is None: raise NotEnoughDataError(f"no organ had the {cfg.min_rows} training rows a baseline needs")
     stack = StackedFusion(cfg).fit(uni['train'], folds)
     rows = []
     for split, u in uni.items():
@@ -296,12 +296,18 @@ def fit_baselines(data, # a run's prepared cohort (`organage.data.prepare.Cohort
     import scipy.linalg, sklearn.decomposition, sklearn.linear_model   # loaded before the BLAS limit, which only reaches loaded libraries
     from threadpoolctl import threadpool_limits
     t0 = time.perf_counter()
-    with threadpool_limits(cfg.blas_threads) if cfg.blas_threads else contextlib.nullcontext():
-        table, settings = fit_predict_baselines(baseline_inputs(data), cfg, seed)
+    n = data.splits.split.value_counts()
+    info = dict(stage='baselines', n_train=int(n.get('train', 0)), n_val=int(n.get('val', 0)))
+    try:
+        with threadpool_limits(cfg.blas_threads) if cfg.blas_threads else contextlib.nullcontext():
+            table, settings = fit_predict_baselines(baseline_inputs(data), cfg, seed)
+    except NotEnoughDataError as e:
+        logging.getLogger('organage').warning("baselines skipped: %s", e)
+        info.update(models=[], skipped=str(e)); write_json(info, done)
+        return info
     write_csv(table, sdir/'predictions.csv')
     write_json(settings, sdir/'settings.json')
-    n = data.splits.split.value_counts()
-    info = dict(stage='baselines', models=sorted(table.model.unique()), n_train=int(n.get('train', 0)), n_val=int(n.get('val', 0)),
+    info = dict(stage='baselines', models=sorted(table.model.unique()), **{k: v for k, v in info.items() if k != 'stage'},
                 train_seconds=round(time.perf_counter() - t0, 2))
     write_json(info, done)
     return info
