@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_args(t)
     t.add_argument('--data', required=True, help='cohort folder (gtex/, chexpert/, ixi/)')
     t.add_argument('--run', required=True, help='run folder (resumes when it exists with the same settings)')
-    t.add_argument('--stages', nargs='+', choices=['unimodal', 'naive', 'aligned'], default=None, help='stages to run (default: all)')
+    t.add_argument('--stages', nargs='+', choices=['unimodal', 'naive', 'aligned', 'baselines'], default=None, help='stages to run (default: all)')
     t.add_argument('--model', action='append', default=[], metavar='KEY=VALUE',
                    help='model setting, e.g. --model fusion_mode=global (repeatable)')
     t.set_defaults(func=cmd_train)

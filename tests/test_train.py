@@ -65,8 +65,8 @@ def run(cohort, tmp_path_factory):
 
 def test_every_stage_writes_checkpoint_metrics_and_weights(run):
     d, out = run
-    assert list(out) == ['unimodal_rna', 'unimodal_xray', 'unimodal_mri', 'naive', 'aligned']
-    for s in out:
+    assert list(out) == ['unimodal_rna', 'unimodal_xray', 'unimodal_mri', 'naive', 'aligned', 'baselines']
+    for s in [s for s in out if s != 'baselines']:
         assert (d / s / 'done.json').exists() and (d / s / 'model.safetensors').exists()
         ck = torch.load(d / s / 'checkpoints' / 'last.ckpt', map_location='cpu', weights_only=True)
         assert 'state_dict' in ck and ck['epoch'] == 0
@@ -116,13 +116,62 @@ def test_evaluate_writes_predictions_and_tables(run, cohort):
     assert (pred.split.values == splits.loc[pred.subject_id].values).all()
     assert set(pred.groupby('subject_id').organ.nunique()) == {3}
     t1 = pd.read_csv(d / 'tables' / 'table1.csv')
-    assert t1.configuration.tolist() == ['RNA only', 'X-ray only', 'MRI only', 'Naive fusion', 'Aligned fusion']
+    assert t1.configuration.tolist() == ['RNA only', 'X-ray only', 'MRI only', 'Naive fusion', 'Aligned fusion', 'Elastic net (RNA)',
+                                         'PCA + ridge (X-ray)', 'PCA + ridge (MRI)', 'Stacked linear (late fusion)']
     allp = pd.read_csv(d / 'predictions_by_model.csv', dtype={'subject_id': str})
     test = allp[(allp.split == 'test') & (allp.model == 'unimodal_xray')]
     assert t1.set_index('model').loc['unimodal_xray', 'N'] == len(test) == (splits == 'test').sum()
     assert np.isclose(t1.set_index('model').loc['unimodal_xray', 'MAE'], (test.mu - test.age).abs().mean())
     t2 = pd.read_csv(d / 'tables' / 'table2.csv')
     assert t2.modality.tolist() == ['All', 'RNA', 'X-ray', 'MRI']
+    assert t2.baseline.tolist() == ['stacked', 'enet_rna', 'pcr_xray', 'pcr_mri'] and (t2.baseline_N == t2.N).all()
+
+
+BASELINES = {'enet_rna': 'rna', 'pcr_xray': 'xray', 'pcr_mri': 'mri', 'stacked': 'fusion'}
+
+
+def test_baselines_stage_fits_on_training_subjects_only(run):
+    "The stage writes every split's rows, training rows out of fold, with what it chose; no training subject leaks into another split."
+    d, out = run
+    info = out['baselines']
+    assert info['models'] == sorted(BASELINES) and (d / 'baselines' / 'done.json').exists()
+    b = pd.read_csv(d / 'baselines' / 'predictions.csv', dtype={'subject_id': str})
+    splits = pd.read_csv(d / 'splits.csv', dtype={'subject_id': str}).set_index('subject_id').split
+    assert (b.split.values == splits.loc[b.subject_id].values).all()
+    assert set(b.split) == {'train', 'val', 'test'} and np.isfinite(b.mu).all() and (b.sigma > 0).all()
+    for model, modality in BASELINES.items():
+        assert set(b[b.model == model].modality) == {modality}
+    assert not b.duplicated(['model', 'split', 'subject_id', 'organ']).any()   # one row per (subject, organ): radiographs averaged
+    st = json.loads((d / 'baselines' / 'settings.json').read_text())
+    assert set(st['models']) == {'enet_rna', 'pcr_xray', 'pcr_mri'} and set(st['models']['enet_rna']) == set(ORGANS)
+    assert st['folds']['subjects'] == (splits == 'train').sum()
+    assert {'l1_ratio', 'alpha', 'sigma'} <= set(st['models']['enet_rna']['lung']) and 'components' in st['models']['pcr_mri']['brain']
+    tr = b[(b.model == 'enet_rna') & (b.split == 'train')].groupby('organ')
+    for organ, g in tr:   # sigma is the RMS of the out-of-fold errors
+        assert np.isclose(g.sigma.iloc[0], np.sqrt(((g.mu - g.age) ** 2).mean()))
+
+
+def test_baseline_rows_reach_predictions_by_model_and_table1(run, cohort):
+    d, _ = run
+    evaluate_run(d, cohort, device='cpu', loaders=LOADERS)
+    allp = pd.read_csv(d / 'predictions_by_model.csv', dtype={'subject_id': str})
+    for model, modality in BASELINES.items():
+        rows = allp[allp.model == model]
+        assert set(rows.split) == {'val', 'test'} and set(rows.modality) == {modality}
+        assert np.isfinite(rows.mu).all() and np.isfinite(rows.sigma).all() and (rows.sigma > 0).all()
+    pred = pd.read_csv(d / 'predictions.csv', dtype={'subject_id': str})   # the contract table stays aligned fusion's
+    al = allp[(allp.model == 'aligned') & (allp.modality == 'fusion')].reset_index(drop=True)
+    assert np.allclose(pred.mu, al.mu) and len(pred) == len(al)
+    t1 = pd.read_csv(d / 'tables' / 'table1.csv').set_index('model')
+    test = allp[allp.split == 'test']
+    for model, modality in BASELINES.items():
+        rows = test[(test.model == model) & (test.modality == modality)]
+        assert t1.loc[model, 'N'] == len(rows) > 0 and np.isclose(t1.loc[model, 'MAE'], (rows.mu - rows.age).abs().mean())
+        assert 0 <= t1.loc[model, 'coverage95_raw'] <= 1
+    assert {'MAE_over_noise_floor', 'coverage95_raw', 'spearman_sigma_abs_error'} <= set(t1.columns)
+    fc = pd.read_csv(d / 'tables' / 'fusion_check.csv').set_index('organ')
+    assert {'MAE_stacked', 'MAE_enet_rna', 'best_baseline_MAE', 'aligned_beats_best_baseline'} <= set(fc.columns)
+    assert np.isfinite(fc.loc['lung', ['MAE_pcr_xray', 'MAE_stacked', 'best_unimodal_MAE']].astype(float)).all()
 
 
 def test_results_tables_on_hand_made_predictions():

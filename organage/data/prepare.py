@@ -88,7 +88,7 @@ def split_images(data:CohortData, # a run's prepared cohort
                  split:str, # 'train', 'val' or 'test'
                  modality:str, # 'xray' or 'mri'
                  batch_size:int=64):
-    "One image modality of one split as the network reads it: (images (n, *spatial) float32, obs with subject_id, age)."
+    "One image modality of one split as the network reads it: (images (n, *spatial) float32, obs with subject_id, organ, age)."
     import numpy as np, torch
     if modality not in data.adatas:
         raise DataError(f"no {modality!r} data in this run", expected=', '.join(data.adatas), found=modality)
@@ -96,7 +96,8 @@ def split_images(data:CohortData, # a run's prepared cohort
     for b in data.loader(split, batch_size, modalities=[modality]):
         x.append(b[f'{modality}_x'].float()[:, 0].numpy())
         sid = np.asarray(b['subject_id'], dtype=object)[b[f'{modality}_subj'].numpy()]
-        obs.append(pd.DataFrame(dict(subject_id=sid.astype(str), age=b[f'{modality}_age'].numpy())))
-    if not x: return np.zeros((0,), np.float32), pd.DataFrame(columns=['subject_id', 'age'])
+        organ = np.asarray(data.organs, dtype=object)[b[f'{modality}_organ'].numpy()]
+        obs.append(pd.DataFrame(dict(subject_id=sid.astype(str), organ=organ.astype(str), age=b[f'{modality}_age'].numpy())))
+    if not x: return np.zeros((0,), np.float32), pd.DataFrame(columns=['subject_id', 'organ', 'age'])
     return np.concatenate(x), pd.concat(obs, ignore_index=True)
 

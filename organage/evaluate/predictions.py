@@ -11,8 +11,9 @@ import pandas as pd
 from ..core import DataError, write_csv
 
 # %% auto #0
-__all__ = ['PRED_COLUMNS', 'METRICS', 'simulate_predictions', 'check_predictions', 'by_columns', 'split_rows', 'fused_rows',
-           'main_predictions', 'write_predictions', 'read_predictions', 'error_metrics']
+__all__ = ['PRED_COLUMNS', 'UNIMODAL_PREFIXES', 'BASELINE_MODELS', 'METRICS', 'SIGMA_METRICS', 'simulate_predictions',
+           'check_predictions', 'by_columns', 'split_rows', 'fused_rows', 'main_predictions', 'write_predictions',
+           'read_predictions', 'error_metrics', 'sigma_metrics']
 
 # %% ../../nbs/evaluate/00_predictions.ipynb #0006
 def simulate_predictions(n:int=600, # subjects per organ
@@ -99,18 +100,24 @@ def split_rows(preds:pd.DataFrame, # a predictions table
     return sub
 
 # %% ../../nbs/evaluate/00_predictions.ipynb #0015
+UNIMODAL_PREFIXES = ('unimodal_', 'enet_', 'pcr_')   # `<kind>_<modality>`: networks, elastic net, PCA + ridge
+BASELINE_MODELS = ('enet_rna', 'pcr_xray', 'pcr_mri', 'stacked')   # the field's standard models (organage.model.baselines)
+
 def fused_rows(table:pd.DataFrame, # predictions with a `modality` column (and `model` when `model` is given)
-               model:str|None=None, # a model's name: `unimodal_<modality>`, `naive`, `aligned`; None: every model
+               model:str|None=None, # a model's name: `unimodal_<modality>`, `enet_rna`, `pcr_<modality>`, `naive`, `aligned`, `stacked`; None: every model
               ) -> pd.DataFrame:
     "A model's main answer: its `fusion` rows for a fusion model, its one modality's rows for a unimodal model."
     if model is None: return table[table['modality'] == 'fusion']
-    own = model.split('_')[1] if model.startswith('unimodal') else 'fusion'
+    own = model.split('_', 1)[1] if model.startswith(UNIMODAL_PREFIXES) else 'fusion'
     return table[(table['model'] == model) & (table['modality'] == own)]
 
 def main_predictions(allp:pd.DataFrame, # every model's rows (`predictions_by_model.csv`)
                     ) -> pd.DataFrame:
-    "The rows of `predictions.csv`: aligned fusion's fused rows, or every `fusion` row without an aligned model."
-    main = fused_rows(allp, 'aligned') if (allp['model'] == 'aligned').any() else fused_rows(allp)
+    "The rows of `predictions.csv`: aligned fusion's fused rows; without an aligned model, the networks' `fusion` rows."
+    if (allp['model'] == 'aligned').any(): main = fused_rows(allp, 'aligned')
+    else:
+        nets = fused_rows(allp[~allp['model'].isin(BASELINE_MODELS)])
+        main = nets if len(nets) else fused_rows(allp)
     return main.drop(columns='model').reset_index(drop=True)
 
 # %% ../../nbs/evaluate/00_predictions.ipynb #0018
@@ -158,3 +165,19 @@ def error_metrics(pred, # predicted ages (array-like)
     unknown = [k for k in names if k not in m]
     if unknown: raise DataError(f"unknown metric(s) {', '.join(unknown)}", expected=', '.join(METRICS))
     return {v: m[k] for k, v in names.items()}
+
+# %% ../../nbs/evaluate/00_predictions.ipynb #15e73fce
+SIGMA_METRICS = ('coverage95_raw', 'spearman_sigma_abs_error')
+
+def sigma_metrics(pred, # predicted ages
+                  sigma, # their predicted spreads, as many
+                  age, # reference ages, as many
+                 ) -> dict:
+    "Raw (uncalibrated) 95% coverage of `pred +- 1.96 sigma` and the Spearman correlation of sigma with |pred - age|."
+    import scipy.stats as sps
+    pred, sigma, age = (np.asarray(v, float) for v in (pred, sigma, age))
+    e = np.abs(pred - age)
+    out = dict.fromkeys(SIGMA_METRICS, np.nan)
+    if len(e): out['coverage95_raw'] = float(np.mean(e <= sps.norm.ppf(0.975) * sigma))
+    if len(e) > 2 and np.ptp(sigma) > 0 and np.ptp(e) > 0: out['spearman_sigma_abs_error'] = float(sps.spearmanr(sigma, e).statistic)
+    return out

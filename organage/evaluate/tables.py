@@ -11,17 +11,28 @@ import pandas as pd
 from ..core import ConfigError, write_csv, pick_device
 from ..model.weights import load_model
 from ..model.predict import predict_dataset, open_run
-from .predictions import fused_rows, write_predictions, error_metrics
+from .predictions import fused_rows, write_predictions, error_metrics, sigma_metrics, BASELINE_MODELS
 
 # %% auto #0
-__all__ = ['LABELS', 'results_tables', 'fusion_check', 'evaluate_run']
+__all__ = ['LABELS', 'TABLE2_BASELINES', 'results_tables', 'fusion_check', 'evaluate_run']
 
 # %% ../../nbs/evaluate/01_tables.ipynb #c801c3cd
-LABELS = {'unimodal_rna': 'RNA only', 'unimodal_xray': 'X-ray only', 'unimodal_mri': 'MRI only', 'naive': 'Naive fusion', 'aligned': 'Aligned fusion'}
+LABELS = {'unimodal_rna': 'RNA only', 'unimodal_xray': 'X-ray only', 'unimodal_mri': 'MRI only', 'naive': 'Naive fusion', 'aligned': 'Aligned fusion',
+          'enet_rna': 'Elastic net (RNA)', 'pcr_xray': 'PCA + ridge (X-ray)', 'pcr_mri': 'PCA + ridge (MRI)', 'stacked': 'Stacked linear (late fusion)'}
+TABLE2_BASELINES = {'fusion': 'stacked', 'rna': 'enet_rna', 'xray': 'pcr_xray', 'mri': 'pcr_mri'}  # the baseline reading the same inputs
 
 _PAPER_NAMES = {'n': 'N', 'mse': 'MSE', 'mae': 'MAE'}  # the metrics of Tables 1 and 2 and the noise floor, as the paper names them
 
 def _metrics(d:pd.DataFrame) -> dict: return error_metrics(d.mu, d.age, _PAPER_NAMES)
+
+def _table1_metrics(d:pd.DataFrame, truth:pd.DataFrame|None) -> dict:
+    "Table 1's columns of one model's rows: the paper's errors, MAE over the noise floor on the same rows, sigma's coverage and ranking."
+    ratio = np.nan
+    if truth is not None:
+        nf = _noise_floor(d, truth).merge(d[['subject_id', 'organ', 'mu']].astype({'subject_id': str}), on=['subject_id', 'organ'], suffixes=('_truth', ''))
+        floor = np.mean(np.abs(nf.mu_truth - nf.age)) if len(nf) else np.nan
+        ratio = error_metrics(nf.mu, nf.age)['mae'] / floor if len(nf) and floor > 0 else np.nan
+    return {**_metrics(d), 'MAE_over_noise_floor': ratio, **sigma_metrics(d.mu, d.sigma, d.age)}
 
 def results_tables(allp:pd.DataFrame, # predictions_by_model rows
                    truth:pd.DataFrame|None=None, # simulator truth.csv (subject_id, organ, age, bio_age, ...)
@@ -29,15 +40,16 @@ def results_tables(allp:pd.DataFrame, # predictions_by_model rows
     "table1, table2, per_organ, fusion_check and (with truth) noise_floor."
     t = allp[allp.split == split]
     out = {}
-    rows = [dict(configuration=LABELS.get(m, m), model=m, **_metrics(fused_rows(t, m))) for m in LABELS if (t.model == m).any()]
+    rows = [dict(configuration=LABELS.get(m, m), model=m, **_table1_metrics(fused_rows(t, m), truth)) for m in LABELS if (t.model == m).any()]
     if truth is not None:
         nf = _noise_floor(fused_rows(t, 'aligned') if (t.model == 'aligned').any() else t, truth)
-        rows.append(dict(configuration='Noise floor (true biological age)', model='truth', **_metrics(nf)))
+        rows.append(dict(configuration='Noise floor (true biological age)', model='truth', **_metrics(nf), MAE_over_noise_floor=1.0,
+                         coverage95_raw=np.nan, spearman_sigma_abs_error=np.nan))
     out['table1'] = pd.DataFrame(rows)
     al = t[t.model == 'aligned']
     if len(al):
         labels = {'fusion': 'All', 'rna': 'RNA', 'xray': 'X-ray', 'mri': 'MRI'}
-        out['table2'] = pd.DataFrame([dict(modality=labels[k], inputs=k, **_metrics(al[al.modality == k])) for k in labels if (al.modality == k).any()])
+        out['table2'] = pd.DataFrame([_table2_row(t, al[al.modality == k], labels[k], k) for k in labels if (al.modality == k).any()])
     per = [dict(model=m, organ=o, **_metrics(d)) for (m, o), d in pd.concat([fused_rows(t, m) for m in LABELS if (t.model == m).any()]).groupby(['model', 'organ'])]
     out['per_organ'] = pd.DataFrame(per)
     out['fusion_check'] = fusion_check(t, truth)
@@ -46,6 +58,15 @@ def results_tables(allp:pd.DataFrame, # predictions_by_model rows
         out['noise_floor'] = pd.DataFrame([dict(organ=o, **_metrics(d)) for o, d in nf.groupby('organ')] + [dict(organ='all', **_metrics(nf))])
     return out
 
+def _table2_row(t:pd.DataFrame, a:pd.DataFrame, label:str, inputs:str) -> dict:
+    "Aligned fusion reading `inputs`, and the baseline reading the same inputs on the same pairs (when the run has it)."
+    r = dict(modality=label, inputs=inputs, **_metrics(a))
+    b = TABLE2_BASELINES.get(inputs)
+    if b is not None and (t.model == b).any():
+        same = fused_rows(t, b).merge(a[['subject_id', 'organ']], on=['subject_id', 'organ'])
+        r.update(baseline=b, baseline_N=len(same), baseline_MAE=error_metrics(same.mu, same.age)['mae'])
+    return r
+
 def _noise_floor(pairs:pd.DataFrame, truth:pd.DataFrame) -> pd.DataFrame:
     "The truth's biological age as the prediction, on the given (subject, organ) pairs."
     tr = truth[['subject_id', 'organ', 'bio_age']].astype({'subject_id': str})
@@ -53,9 +74,10 @@ def _noise_floor(pairs:pd.DataFrame, truth:pd.DataFrame) -> pd.DataFrame:
     return m.assign(mu=m.bio_age)
 
 def fusion_check(t:pd.DataFrame, truth=None) -> pd.DataFrame:
-    "Per organ, on the pairs every compared model answers: MAE of each model, and whether aligned fusion is best."
+    "Per organ, on the pairs every compared model answers: MAE of each model, whether aligned fusion beats the best unimodal network and the baselines, and whether late fusion beats its inputs."
     models = {m: fused_rows(t, m) for m in LABELS if (t.model == m).any()}
     if 'aligned' not in models: return pd.DataFrame()
+    has_base = any(m in BASELINE_MODELS for m in models)
     rows = []
     for organ in sorted(models['aligned'].organ.unique()):
         keyed = {m: d[d.organ == organ].set_index('subject_id') for m, d in models.items() if (d.organ == organ).any()}
@@ -65,8 +87,17 @@ def fusion_check(t:pd.DataFrame, truth=None) -> pd.DataFrame:
         uni = [r[f'MAE_{m}'] for m in keyed if m.startswith('unimodal')]
         r['best_unimodal_MAE'] = min(uni) if uni else np.nan
         r['aligned_beats_best_unimodal'] = bool(uni) and r['MAE_aligned'] < min(uni)
+        if has_base:
+            base = [r[f'MAE_{m}'] for m in keyed if m in BASELINE_MODELS]
+            base_uni = [r[f'MAE_{m}'] for m in keyed if m in BASELINE_MODELS and m != 'stacked']
+            r['best_baseline_MAE'] = min(base) if base else np.nan
+            r['best_unimodal_baseline_MAE'] = min(base_uni) if base_uni else np.nan
+            r['aligned_beats_best_baseline'] = bool(base) and r['MAE_aligned'] < min(base)
+            r['stacked_beats_best_unimodal_baseline'] = 'stacked' in keyed and bool(base_uni) and r['MAE_stacked'] < min(base_uni)
         rows.append(r)
-    return pd.DataFrame(rows)
+    mae = [f'MAE_{m}' for m in models if any(f'MAE_{m}' in r for r in rows)]   # one column per model, in LABELS order
+    rest = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in mae and c not in ('organ', 'N', 'models')]
+    return pd.DataFrame(rows, columns=['organ', 'N', 'models', *mae, *rest])
 
 # %% ../../nbs/evaluate/01_tables.ipynb #d1d8b88f
 def evaluate_run(run_dir, # a folder written by `train_curriculum`
@@ -87,6 +118,10 @@ def evaluate_run(run_dir, # a folder written by `train_curriculum`
             for use, label in runs:
                 p = predict_dataset(model, ds, use, device=dev)
                 frames.append(p.assign(model=sdir.name, modality=label, split=split))
+    bp = run_dir/'baselines'/'predictions.csv'
+    if (run_dir/'baselines'/'done.json').exists() and bp.exists():
+        b = pd.read_csv(bp, dtype={'subject_id': str})
+        frames.append(b[b.split.isin(splits)].drop(columns=['inputs', 'rule'], errors='ignore'))
     if not frames: raise ConfigError(f"{run_dir}: no trained stage found (no */model.safetensors)")
     allp = pd.concat(frames, ignore_index=True)
     pred = write_predictions(allp, run_dir)

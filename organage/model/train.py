@@ -17,6 +17,7 @@ from .fusion import ModelConfig, OrganAgeModel
 from .weights import save_weights, load_weights
 from ..data.datasets import collate_subjects
 from ..data.prepare import CohortData
+from .baselines import fit_baselines
 
 log = logging.getLogger('organage')
 
@@ -164,7 +165,7 @@ def run_stage(name:str, # stage folder name, e.g. 'unimodal_rna'
     return info
 
 # %% ../../nbs/model/04_train.ipynb #87325deb
-STAGES = ('unimodal', 'naive', 'aligned')
+STAGES = ('unimodal', 'naive', 'aligned', 'baselines')
 
 def _run_record(cfg, tcfg, mcfg, data_dir) -> dict:
     keep = {k: v for k, v in cfg.model_dump().items() if k not in ('device', 'num_workers', 'out_dir', 'data_dir', 'deterministic')}
@@ -177,7 +178,7 @@ def train_curriculum(cfg:RunConfig, # shared settings (epochs, batch size, sizes
                      run_dir, # where stages, checkpoints and metrics go
                      model:dict|None=None, # ModelConfig overrides (e.g. fusion_mode='global', lambda_align=0.5)
                      train:dict|None=None, # TrainConfig overrides
-                     stages:Sequence[str]=STAGES, # which of 'unimodal', 'naive', 'aligned'
+                     stages:Sequence[str]=STAGES, # which of 'unimodal', 'naive', 'aligned', 'baselines'
                      callbacks:list|None=None, # extra Lightning callbacks
                      loaders:dict|None=None) -> dict: # image loader overrides (tests)
     "Run the staged curriculum into `run_dir`; returns {stage: summary}. Reruns resume."
@@ -206,5 +207,6 @@ def train_curriculum(cfg:RunConfig, # shared settings (epochs, batch size, sizes
         if kind not in stages or len(data.modalities) < 1: continue
         mc = mbase.model_copy(update={'kind': kind, 'modalities': data.modalities})
         out[kind] = run_stage(kind, mc, cfg, tcfg, data.ds['train'], data.ds['val'], run_dir, warm_start=warm, callbacks=callbacks)
+    if 'baselines' in stages: out['baselines'] = fit_baselines(data, run_dir, seed=cfg.seed)
     write_json({'stages': out, 'train_seconds': round(time.perf_counter() - t0, 2)}, run_dir/'train_summary.json')
     return out
