@@ -4,7 +4,8 @@ Writes reports/bench/simulator.json, reports/bench/simulator.png (timings, learn
 reports/bench/simulator_examples.png (images ordered by biological age).
 
 Learnability: ridge regression (5-fold CV) from each modality's raw features to the organ's true biological age
-(log-CPM for RNA, pixels for radiographs, voxels scaled by their 99th percentile for MRI), then on matched subjects a
+(log-CPM for RNA, pixels for radiographs, voxels on the training grid -- each file reoriented and resampled through
+its affine, as training reads it -- scaled by their 99th percentile for MRI), then on matched subjects a
 cross-validated linear stacking of the unimodal predictions (seed 002's linear-regression combiner). This is a
 floor for what the real models should reach, and checks that each modality alone is imperfect and combining helps.
 """
@@ -44,6 +45,7 @@ def learnability(root):
     from organage.data.cohort import read_cohort
     from organage.data.chexpert import load_radiograph
     from organage.data.ixi import load_volume
+    from organage.data.preprocess import resample_to_grid
     d = read_cohort(root)
     truth = pd.read_csv(root/'truth.csv').set_index(['subject_id', 'organ'])
     people = pd.read_csv(root/'subjects.csv')
@@ -65,8 +67,8 @@ def learnability(root):
         res[f'rna_{organ}'] = dict(n=int(m.sum()), mae_bio=float(np.abs(p - y).mean()), r=float(np.corrcoef(p, y)[0, 1]))
     for mod, organ, load in (('xray', 'lung', load_radiograph), ('mri', 'brain', load_volume)):
         o = d[mod].obs
-        if mod == 'mri':  # 2x2x2 block means keep ridge fast (32^3 -> 16^3 features)
-            X = np.stack([_half(load(p)).ravel() for p in o.path]).astype(float)
+        if mod == 'mri':  # on the 32^3 training grid (files differ in orientation and voxel size); 2x2x2 block means keep ridge fast
+            X = np.stack([_half(resample_to_grid(load(p), 32)).ravel() for p in o.path]).astype(float)
             X /= np.percentile(X, 99, axis=1, keepdims=True)
         else: X = np.stack([load(p).ravel() for p in o.path]).astype(float)
         y = truth.bio_age.loc[list(zip(o.subject_id, o.organ))].to_numpy()
@@ -108,6 +110,7 @@ def examples(root, path):
     from organage.data.cohort import read_cohort
     from organage.data.chexpert import load_radiograph
     from organage.data.ixi import load_volume
+    from organage.data.preprocess import resample_to_grid
     d = read_cohort(root, modalities=['xray', 'mri'])
     truth = pd.read_csv(root/'truth.csv').set_index(['subject_id', 'organ']).bio_age
     fig, ax = plt.subplots(2, 8, figsize=(16, 4.6))
@@ -115,7 +118,7 @@ def examples(root, path):
         o = d[mod].obs.assign(bio=lambda t: truth.loc[list(zip(t.subject_id, t.organ))].to_numpy()).sort_values('bio')
         pick = o.iloc[np.linspace(0, len(o) - 1, 8).astype(int)]
         for a, (_, r) in zip(ax[row], pick.iterrows()):
-            im = load_radiograph(r.path) if mod == 'xray' else load_volume(r.path)[:, :, 17].T[::-1]
+            im = load_radiograph(r.path) if mod == 'xray' else resample_to_grid(load_volume(r.path), 32)[:, :, 17].T[::-1]
             a.imshow(im, cmap='gray'); a.axis('off')
             a.set_title(f"{organ} bio {r.bio:.0f} ({r.sex[0]}, {r.batch})", fontsize=8)
     save_figure(fig, path)

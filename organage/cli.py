@@ -45,16 +45,16 @@ def cmd_simulate(a):
     from organage.data.synth import simulate_cohort
     simulate_cohort(out, subjects=a.subjects or cfg.subjects, seed=cfg.seed,
                     paired_fraction=cfg.paired_fraction if a.paired_fraction is None else a.paired_fraction,
-                    n_genes=cfg.n_genes, image_size=cfg.image_size, volume_size=cfg.volume_size)
+                    n_genes=cfg.n_genes, image_size=cfg.image_size, volume_size=cfg.volume_size, mri_fov_mm=cfg.mri_fov_mm)
     print(f"simulated cohort written to {out}")
 
 def cmd_check_data(a):
-    "Read whatever of gtex/, chexpert/, ixi/ is under DIR and report counts and problems."
+    "Read whatever of gtex/, chexpert/, ixi/ is under DIR and report counts and problems (`--full`: decode every image file)."
     from organage.core import ConfigError
     d = Path(a.dir)
     if not d.is_dir(): raise ConfigError(f"{d}: data folder not found")
     from organage.data.cohort import check_data
-    report = check_data(d)
+    report = check_data(d, decode='all' if a.full else 'sample', show_progress=a.full)
     print(report)
     return 1 if getattr(report, 'fatal', False) else 0
 
@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_args(s); s.set_defaults(func=cmd_simulate)
     c = sub.add_parser('check-data', help='report counts, ages and problems of a data folder')
     c.add_argument('dir', help='folder holding gtex/, chexpert/ and/or ixi/')
+    c.add_argument('--full', action='store_true', help='decode every image file (default: 16 per modality) and list every unreadable one')
     c.set_defaults(func=cmd_check_data)
     r = sub.add_parser('reproduce', help='run every paper notebook (papermill) into reports/<profile>/')
     _profile_args(r)

@@ -80,6 +80,11 @@ class RunConfig(BaseModel):
     n_genes: int = Field(2000, ge=50, description='genes in the simulated expression matrix')
     image_size: int = Field(64, ge=16, description='radiograph side in pixels')
     volume_size: int = Field(32, ge=16, description='MRI volume side in voxels')
+    mri_fov_mm: float = Field(210.0, gt=0, description='side (mm) of the physical cube every MRI volume is resampled '
+                              'onto, volume_size voxels across (see organage.data.preprocess.volume_transform)')
+    mri_register: bool = Field(False, description='register each MRI volume to the MNI152 template (SimpleITK, '
+                               'affine) instead of resampling it around its field of view; about 0.2 s a volume at '
+                               '32^3, see organage.data.preprocess')
     # training
     epochs: int = Field(24, ge=1)
     batch_size: int = Field(64, ge=1)

@@ -4,15 +4,15 @@
 
 # %% auto #0
 __all__ = ['split_subjects', 'ExpressionPreprocessor', 'log_cpm', 'combat_correct', 'image_transforms', 'PixelStandardize',
-           'radiograph_transform', 'volume_transform', 'resample_to_grid', 'register_to_template', 'CohortData',
-           'split_table', 'split_adata', 'split_images', 'SubjectDataset', 'collate_subjects']
+           'radiograph_transform', 'volume_transform', 'resample_to_grid', 'register_to_template', 'ToGrid',
+           'CohortData', 'split_table', 'split_adata', 'split_images', 'SubjectDataset', 'collate_subjects']
 
 # %% ../nbs/api/01_pp.ipynb #7344b8b6
 from .data.splits import split_subjects
 from .data.preprocess import (ExpressionPreprocessor, log_cpm, combat_correct, image_transforms, PixelStandardize,
-                                      radiograph_transform, volume_transform, resample_to_grid, register_to_template)
+                                      radiograph_transform, volume_transform, resample_to_grid, register_to_template, ToGrid)
 from .data.prepare import CohortData, split_table, split_adata, split_images
 from .data.datasets import SubjectDataset, collate_subjects
 
-_all_ = ['split_subjects', 'ExpressionPreprocessor', 'log_cpm', 'combat_correct', 'image_transforms', 'PixelStandardize', 'radiograph_transform', 'volume_transform', 'resample_to_grid', 'register_to_template', 'CohortData', 'split_table', 'split_adata', 'split_images', 'SubjectDataset', 'collate_subjects']
+_all_ = ['split_subjects', 'ExpressionPreprocessor', 'log_cpm', 'combat_correct', 'image_transforms', 'PixelStandardize', 'radiograph_transform', 'volume_transform', 'resample_to_grid', 'register_to_template', 'ToGrid', 'CohortData', 'split_table', 'split_adata', 'split_images', 'SubjectDataset', 'collate_subjects']
 

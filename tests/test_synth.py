@@ -88,9 +88,18 @@ def test_ixi_sheet_and_volumes(cohort):
     assert all(m) and sorted(int(x.group(1)) for x in m) == sorted(sheet.IXI_ID)
     age = (pd.to_datetime(sheet.STUDY_DATE) - pd.to_datetime(sheet.DOB)).dt.days/365.25
     np.testing.assert_allclose(age, sheet.AGE, atol=0.01)
-    img = nib.load(files[0])
-    assert img.shape == (KW['volume_size'],)*3 and img.get_data_dtype() == np.int16
-    assert np.allclose(np.diag(img.affine)[:3], 210/KW['volume_size'])
+    # IXI's geometry: anisotropic voxels with IXI's ratios, IXI's field of view, an orientation per site
+    from organage.data.synth import ixi_geometry, IXI_ORIENTATION, SimConfig
+    cfg = SimConfig(**KW)
+    for f, x in zip(files, m):
+        img = nib.load(f); site = x.group(2)
+        shape, aff = ixi_geometry(site, cfg)
+        assert img.shape == shape and img.get_data_dtype() == np.int16 and np.allclose(img.affine, aff, atol=1e-4)
+        assert ''.join(nib.aff2axcodes(img.affine)) == IXI_ORIENTATION[site]
+        vs = np.asarray(img.header.get_zooms())
+        np.testing.assert_allclose(vs/vs[0], [1, 1, 1.2/0.9375], rtol=1e-5)
+        np.testing.assert_allclose(vs*np.array(img.shape), [240, 240, 180], rtol=0.05)
+    assert {x.group(2) for x in m} == set(IXI_ORIENTATION)
 
 
 def test_truth_and_links(cohort):

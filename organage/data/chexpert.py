@@ -37,7 +37,7 @@ def find_chexpert_dataset(folder:str|Path) -> Path:
 FINDINGS = ['No Finding', 'Enlarged Cardiomediastinum', 'Cardiomegaly', 'Lung Opacity', 'Lung Lesion', 'Edema',
             'Consolidation', 'Pneumonia', 'Atelectasis', 'Pneumothorax', 'Pleural Effusion', 'Pleural Other',
             'Fracture', 'Support Devices']
-_SEX = {'male': 'male', 'female': 'female', 'm': 'male', 'f': 'female'}
+_SEX = {'male': 'male', 'female': 'female', 'm': 'male', 'f': 'female'}   # 'Unknown' (and an empty field) is kept as 'unknown'
 
 def _read_csv(path:Path, frontal_only:bool) -> pd.DataFrame:
     try: df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[''])
@@ -110,10 +110,16 @@ def read_chexpert(folder:str|Path, # CheXpert dataset folder or its parent (the 
         drops.drop('age_missing_or_zero', int(noage.sum()), f"{f}: column Age: {int(noage.sum())} rows dropped, age 0 or missing "
                    f"(expected years > 0; found {examples([f'line {i}: {v!r}' for i, v in df['Age'][noage].items()])})")
         df = df[~noage.to_numpy()]; df['age'] = pd.to_numeric(df['Age']).astype(float)
-        sex = df['Sex'].fillna('').str.strip().str.lower().map(_SEX)
+        raw = df['Sex'].fillna('').str.strip().str.lower()
+        sex = raw.map(_SEX)
+        unknown = raw.isin(['unknown', ''])
+        if unknown.any():   # the age is known: the image is usable, with sex missing
+            drops.note(f"{f}: column Sex: {int(unknown.sum())} rows with sex Unknown or empty kept with sex 'unknown' "
+                       f"(lines {examples(df.index[unknown])})")
+        sex[unknown] = 'unknown'
         nosex = sex.isna()
-        drops.drop('unknown_sex', int(nosex.sum()), f"{f}: column Sex: {int(nosex.sum())} rows dropped "
-                   f"(expected Male or Female; found {examples([f'line {i}: {v!r}' for i, v in df['Sex'][nosex].items()])})")
+        drops.drop('malformed_sex', int(nosex.sum()), f"{f}: column Sex: {int(nosex.sum())} rows dropped "
+                   f"(expected Male, Female or Unknown; found {examples([f'line {i}: {v!r}' for i, v in df['Sex'][nosex].items()])})")
         df['sex'] = sex; df = df[~nosex]
         df['line'] = df.index
         obs.append(df)
@@ -152,17 +158,24 @@ def _to_anndata(obs, ds, drops, excluded, frontal_only):
 # %% ../../nbs/data/02_chexpert.ipynb #0011
 def load_radiograph(path:str|Path, # a JPG or PNG file
                    ) -> np.ndarray:
-    "Decode one radiograph to float32 (H, W) in [0, 1]; a missing or corrupt file is a `DataError`."
-    from PIL import Image, UnidentifiedImageError
+    "Decode one radiograph to float32 (H, W) in [0, 1], upright (EXIF orientation applied); a missing or corrupt file is a `DataError`."
+    import warnings
+    from PIL import Image, ImageOps, UnidentifiedImageError
     p = Path(path)
     if not p.is_file(): raise DataError('image file not found', path=p, expected='a JPG/PNG radiograph', found='no such file')
     try:
-        with Image.open(p) as im:
-            im.load()
-            if im.mode.startswith('I;16') or im.mode == 'I': a, scale = np.asarray(im, dtype=np.float32), 65535.0
-            elif im.mode == 'F': a, scale = np.asarray(im, dtype=np.float32), 1.0
-            else: a, scale = np.asarray(im.convert('L'), dtype=np.float32), 255.0
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                if im.mode.startswith('I;16') or im.mode == 'I': a, scale = np.asarray(im, dtype=np.float32), 65535.0
+                elif im.mode == 'F': a, scale = np.asarray(im, dtype=np.float32), 1.0
+                else: a, scale = np.asarray(im.convert('L'), dtype=np.float32), 255.0
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError('image is over the decompression-bomb limit', path=p,
+                        expected=f'at most {Image.MAX_IMAGE_PIXELS} pixels (PIL.Image.MAX_IMAGE_PIXELS)', found=str(e)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
         raise DataError('image cannot be decoded (corrupt or truncated?)', path=p, expected='a readable JPG/PNG image',
                         found=f'{type(e).__name__}: {e}') from None
     if a.ndim != 2 or a.size == 0: raise DataError('image is not a 2-D grey image', path=p, expected='(H, W) pixels', found=f'shape {a.shape}')

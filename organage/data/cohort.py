@@ -119,6 +119,7 @@ class CohortReport:
     problems: list = field(default_factory=list)
     notes: dict = field(default_factory=dict)  # modality -> extra words for its heading (e.g. genes, value kind)
     linked: str = ''  # how many subjects have observations in several modalities (after subject links)
+    decoded: dict = field(default_factory=dict)  # modality -> {'files': decoded, 'of': listed, 'unreadable': count}
 
     @property
     def fatal(self) -> bool: return any(p.severity == 'fatal' for p in self.problems)
@@ -144,6 +145,9 @@ class CohortReport:
                                          + (f', ... ({len(b)} in all)' if len(b) > 12 else ''))
                 if self.dropped.get(m): L.append('  dropped: ' + ', '.join(f'{k} {v}' for k, v in self.dropped[m].items()))
                 if self.excluded.get(m): L.append('  left out by configuration: ' + ', '.join(f'{k} {v}' for k, v in self.excluded[m].items()))
+                if d := self.decoded.get(m):
+                    L.append(f"  decoded: {'all ' if d['files'] == d['of'] else ''}{d['files']} of {d['of']} image files, {d['unreadable']} unreadable"
+                             + (' (listed under problems; training leaves them out)' if d['unreadable'] else ''))
                 L.append('')
         if self.linked: L += [f"== subjects across modalities (subject_links.csv): {self.linked}", '']
         nf = sum(p.severity == 'fatal' for p in self.problems)
@@ -177,16 +181,30 @@ def _summarise(m, a, rep):
     for c in rep.ages.columns[2:]: rep.ages[c] = rep.ages[c].astype(int)
     rep.ages = rep.ages[['modality', 'organ'] + sorted(rep.ages.columns[2:], key=lambda c: int(c[:-1]))]
 
-def _decode_check(m, a, decode, rep, seed=0):
+def _decode_check(m, a, decode, rep, seed=0, show_progress=False):
+    "Decode a sample of 16 (or all) image files of a modality; every failure is a warning naming the file, all of them failing is fatal."
     if m not in ('xray', 'mri') or decode == 'none' or not len(a): return
+    from concurrent.futures import ThreadPoolExecutor
+    import os
+    from organage.core import progress
     load = load_radiograph if m == 'xray' else load_volume
-    idx = np.arange(len(a)) if decode == 'all' else np.random.default_rng(seed).choice(len(a), min(16, len(a)), replace=False)
-    for i in idx:
-        try: load(a.obs['path'].iloc[i])
-        except DataError as e: rep.problems.append(Problem('fatal', m, str(e)))
+    idx = np.arange(len(a)) if decode == 'all' else np.sort(np.random.default_rng(seed).choice(len(a), min(16, len(a)), replace=False))
+    paths = a.obs['path'].to_numpy()[idx]
+    def check(p):
+        try: load(p); return None
+        except DataError as e: return Problem('warning', m, str(e))
+        except Exception as e: return Problem('fatal', m, f'{p}: unexpected {type(e).__name__} while decoding: {e}')   # a loader bug, not bad data
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as ex:
+        found = [q for q in progress(ex.map(check, paths), desc=f'{m}: decoding image files', total=len(paths), disable=not show_progress) if q]
+    rep.problems += found
+    rep.decoded[m] = {'files': len(paths), 'of': len(a), 'unreadable': len(found)}
+    if len(found) == len(paths):
+        rep.problems.append(Problem('fatal', m, f'none of the {len(paths)} decoded image files can be read '
+                                    f'(expected readable images; found {len(found)} failures, the first: {found[0].message})'))
 
 def check_data(folder:str|Path, # cohort folder holding gtex/, chexpert/ and/or ixi/
                decode:str='sample', # decode 'sample' (16 images per modality), 'all' or 'none'
+               show_progress:bool=False, # a progress bar per modality while decoding (`organage check-data --full`)
               ) -> CohortReport:
     "Read and check every dataset under `folder`; never raises on bad data, reports it."
     folder = Path(folder)
@@ -208,13 +226,13 @@ def check_data(folder:str|Path, # cohort folder holding gtex/, chexpert/ and/or 
         if m == 'rna': rep.notes[m] = f", {a.uns['gtex']['n_genes']} genes ({a.uns['gtex']['values']}) in {len(a.uns['gtex']['gct_files'])} GCT file(s)"
         rep.dropped[m] = dict(a.uns.get('dropped', {})); rep.excluded[m] = dict(a.uns.get('excluded', {}))
         rep.problems += [Problem('warning', m, s) for s in a.uns.get('problems', [])]
-        if 'missing_image' in rep.dropped[m]:
+        if 'missing_image' in rep.dropped[m]:   # a warning like any unusable file: training leaves them out
             miss = [q for q in rep.problems if q.modality == m and 'image file not found' in q.message]
-            rep.problems.append(Problem('fatal', m, f"{p}: {rep.dropped[m]['missing_image']} image files listed in the CSVs are missing"
+            rep.problems.append(Problem('warning', m, f"{p}: {rep.dropped[m]['missing_image']} image files listed in the CSVs are missing"
                                         + (f" ({miss[-1].message.split('(expected ', 1)[-1].rstrip(')')})" if miss else '')))
         if not len(a): rep.problems.append(Problem('fatal', m, f'{p}: no usable observations (expected at least one; found 0 after dropping rows)'))
         else: _summarise(m, a, rep)
-        _decode_check(m, a, decode, rep)
+        _decode_check(m, a, decode, rep, show_progress=show_progress)
         subjects[m] = set(a.obs['subject_id'])
     if links is not None and len(subjects) > 1:
         n = pd.Series([m for ss in subjects.values() for m in ss]).value_counts()

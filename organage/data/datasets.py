@@ -4,7 +4,7 @@
 
 # %% ../../nbs/data/08_datasets.ipynb #0003
 from __future__ import annotations
-import logging, importlib
+import logging, importlib, os
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np
@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, DataLoader
 from monai.data import CacheDataset
 from monai.transforms import Compose, Transform
-from ..core import DataError
+from ..core import DataError, progress
+from .loading import examples
 from .preprocess import image_transforms, PixelStandardize
 
 log = logging.getLogger('organage')
@@ -80,31 +81,43 @@ def observation_table(adatas:dict, # {'rna'|'xray'|'mri': AnnData} with the stan
     return t.reset_index(drop=True)
 
 # %% ../../nbs/data/08_datasets.ipynb #0014
-class _Load(Transform):
-    "A loader function as a MONAI transform (CacheDataset caches only the results of `Transform`s)."
-    def __init__(self, load:Callable): self.load = load
-    def __call__(self, path): return self.load(path)
+class _Unreadable:
+    "What the cache holds for an image file that cannot be used: its path and the `DataError` message."
+    def __init__(self, path, message:str): self.path, self.message = str(path), message
+    def __repr__(self): return f'_Unreadable({self.message!r})'
 
-class _PlainHalf(Transform):
-    "MONAI MetaTensor or array -> plain float16 tensor (checkpoints stay weights-only; half the memory of a cache)."
-    def __call__(self, t):
-        if hasattr(t, 'as_tensor'): t = t.as_tensor()
-        return torch.as_tensor(t, dtype=torch.float32).half()
+def _data_error(e:BaseException) -> DataError|None:
+    "The `DataError` behind `e` (MONAI's Compose re-raises a transform's error as a RuntimeError from it), or None."
+    while e is not None:
+        if isinstance(e, DataError): return e
+        e = e.__cause__
+    return None
+
+class _Decode(Transform):
+    "path -> loader -> the run's chain -> plain float16 tensor (no MONAI metadata: checkpoints stay weights-only); a bad file -> `_Unreadable`."
+    def __init__(self, load:Callable, transform:Callable): self.load, self.transform = load, transform
+    def __call__(self, path):
+        try: x = self.transform(self.load(path))
+        except Exception as e:
+            d = _data_error(e)
+            if d is None: raise
+            return _Unreadable(path, str(d) if d.path is not None else f'{path}: {d}')
+        if hasattr(x, 'as_tensor'): x = x.as_tensor()
+        return torch.as_tensor(x, dtype=torch.float32).half()
 
 class SubjectDataset(Dataset):
-    "Subjects with their observations; item = dict of per-modality tensors of one subject."
+    "Subjects with their observations; item = dict of per-modality tensors of one subject. Image files that cannot be used are left out and listed in `dropped`."
     def __init__(self, adatas:dict, # {'rna'|'xray'|'mri': AnnData}; RNA X already normalised
                  organs:Sequence[str], # organ vocabulary (index = organ id)
                  subjects:Sequence[str]|None=None, # subjects of this split (None = all)
                  image_size:int=64, volume_size:int=32,
-                 loaders:dict|None=None, # {'xray': fn(path)->(H,W), 'mri': fn(path)->(X,Y,Z)} or 'module:function'
+                 loaders:dict|None=None, # {'xray': fn(path)->(H,W), 'mri': fn(path)->volume with affine} or 'module:function'
                  root:str|Path|None=None, # base for relative image paths
                  cache_gb:float=2.0, # cache decoded pixels when they fit in this many GB
-                 transforms:dict|None=None): # {'xray'|'mri': fn(array) -> (1, size, ...) tensor}; default: `image_transforms` at these sizes
+                 transforms:dict|None=None): # {'xray'|'mri': fn(image) -> (1, size, ...) tensor}; default: `image_transforms` at these sizes
         self.organs = list(organs)
-        self.table = observation_table(adatas, self.organs, subjects)
-        self.subjects = sorted(self.table.subject_id.unique())
-        self.modalities = [m for m in adatas if (self.table.modality == m).any()]
+        table = observation_table(adatas, self.organs, subjects)
+        table['pos'] = table.groupby('modality').cumcount().to_numpy()   # row of the observation in its modality's tensors
         self.sizes = {'xray': image_size, 'mri': volume_size}
         self.loaders = {**DEFAULT_LOADERS, **(loaders or {})}
         self.root = Path(root) if root else None
@@ -112,8 +125,10 @@ class SubjectDataset(Dataset):
         self.standardize = {}
         org_id = {o: i for i, o in enumerate(self.organs)}
         self.obs, self.data, self.images = {}, {}, {}
-        for m in self.modalities:
-            t = self.table[self.table.modality == m]
+        keep, dropped = np.ones(len(table), bool), []
+        for m in [m for m in adatas if (table.modality == m).any()]:
+            sel = (table.modality == m).to_numpy()
+            t = table[sel]
             a = adatas[m]
             self.obs[m] = dict(row=torch.as_tensor(t.row.values), organ=torch.as_tensor(t.organ.map(org_id).values),
                                age=torch.as_tensor(t.age.values, dtype=torch.float32), sex=torch.as_tensor(t.sex.values))
@@ -126,23 +141,48 @@ class SubjectDataset(Dataset):
                 if 'path' not in a.obs: raise DataError("image AnnData lacks obs['path']", where=f"{m} AnnData")
                 paths = [self._path(p) for p in a.obs['path'].values[t.row.values]]
                 s = self.sizes[m]; nvox = s ** (2 if m == 'xray' else 3)
-                chain = Compose([_Load(_resolve(self.loaders[m])), self.transforms[m], _PlainHalf()]).flatten()   # flat: a nested Compose would end the cached part
-                self.images[m] = CacheDataset(paths, chain, cache_rate=1.0 if len(t) * nvox * 2 / 1e9 <= cache_gb else 0.0,
+                self.images[m] = CacheDataset(paths, [_Decode(_resolve(self.loaders[m]), self.transforms[m])],
+                                              cache_rate=1.0 if len(t) * nvox * 2 / 1e9 <= cache_gb else 0.0,
                                               num_workers=0, progress=False, copy_cache=False)
-        by = self.table.groupby('subject_id').groups
+                for j, u in self._unreadable(m):
+                    keep[np.flatnonzero(sel)[j]] = False
+                    dropped.append(dict(modality=m, subject_id=t.subject_id.iloc[j], path=u.path, error=u.message))
+        self.dropped = pd.DataFrame(dropped, columns=['modality', 'subject_id', 'path', 'error'])
+        for m, d in self.dropped.groupby('modality', sort=False):
+            log.warning("%s: %d of %d image files cannot be used and are left out: %s", m, len(d), len(self.images[m]), examples(d.error))
+        self.table = table[keep].reset_index(drop=True)
+        self.subjects = sorted(self.table.subject_id.unique())
+        self.modalities = [m for m in adatas if (self.table.modality == m).any()]
         pos = {m: {} for m in self.modalities}
         for m in self.modalities:
             t = self.table[self.table.modality == m]
-            for j, s in enumerate(t.subject_id.values): pos[m].setdefault(s, []).append(j)
+            for j, s in zip(t.pos.values, t.subject_id.values): pos[m].setdefault(s, []).append(int(j))
         self.index = [{m: torch.as_tensor(pos[m].get(s, []), dtype=torch.long) for m in self.modalities} for s in self.subjects]
 
+    def _unreadable(self, m:str) -> list[tuple[int, _Unreadable]]:
+        "(position, marker) of the images of `m` that cannot be used: read off the cache, or found by one decoding pass when uncached."
+        imgs = self.images[m]
+        if imgs.cache_num == len(imgs): found = (imgs[j] for j in range(len(imgs)))   # cached: no decoding
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+            check = lambda j: (lambda x: x if isinstance(x, _Unreadable) else None)(imgs[j])   # keep markers, not pixels
+            with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as ex:
+                found = list(progress(ex.map(check, range(len(imgs))), desc=f'{m}: checking image files', total=len(imgs), leave=False))
+        return [(j, x) for j, x in enumerate(found) if isinstance(x, _Unreadable)]
+
+    def _image(self, m:str, j:int) -> torch.Tensor:
+        x = self.images[m][j]
+        if isinstance(x, _Unreadable): raise DataError(f'image became unreadable after the dataset was built: {x.message}')
+        return x
+
     def fit_pixel_stats(self, max_images:int=512) -> dict:
-        "`PixelStandardize` of each image modality, fitted on (up to `max_images`, evenly spaced) images of this dataset."
+        "`PixelStandardize` of each image modality, fitted on (up to `max_images`, evenly spaced) usable images of this dataset."
         out = {}
-        for m, imgs in self.images.items():
-            if len(imgs) == 0: continue
-            idx = torch.linspace(0, len(imgs) - 1, min(len(imgs), max_images)).long()
-            out[m] = PixelStandardize.fit(torch.stack([imgs[int(i)] for i in idx]))
+        for m in self.images:
+            good = self.table.pos[self.table.modality == m].to_numpy()
+            if len(good) == 0: continue
+            idx = torch.linspace(0, len(good) - 1, min(len(good), max_images)).long()
+            out[m] = PixelStandardize.fit(torch.stack([self._image(m, int(good[i])) for i in idx]))
         return out
 
     def set_pixel_stats(self, stats:dict):
@@ -159,7 +199,7 @@ class SubjectDataset(Dataset):
         item = {'subject_id': self.subjects[i]}
         for m, idx in self.index[i].items():
             if len(idx) == 0: continue
-            x = self.data[m][idx] if m in self.data else torch.stack([self.images[m][j] for j in idx.tolist()])
+            x = self.data[m][idx] if m in self.data else torch.stack([self._image(m, j) for j in idx.tolist()])
             if m in self.standardize: x = self.standardize[m](x)
             item[f'{m}_x'] = x
             for k in ('organ', 'age', 'sex'): item[f'{m}_{k}'] = self.obs[m][k][idx]

@@ -132,8 +132,15 @@ def write_xls(df:pd.DataFrame, # table to write: numbers become NUMBER cells, th
 # %% ../../nbs/data/03_ixi.ipynb #0011
 T1_NAME = re.compile(r'^IXI(\d+)-([A-Za-z]+)-(\d+)-T1\.nii(?:\.gz)?$')
 
+def _affine_problem(aff) -> str|None:
+    "What is wrong with a voxel-to-mm affine (non-finite, singular), or None."
+    aff = np.asarray(aff, float)
+    if aff.shape != (4, 4) or not np.isfinite(aff).all(): return f'a non-finite affine {aff.tolist()}'
+    if abs(np.linalg.det(aff[:3, :3])) < 1e-9: return f'a singular affine (voxel sizes {np.linalg.norm(aff[:3, :3], axis=0).round(4).tolist()})'
+    return None
+
 def _nifti_problem(path:Path) -> tuple[str, str]|None:
-    "(reason, message) when the NIfTI header is unreadable or not 3-D, else None."
+    "(reason, message) when the NIfTI header is unreadable, not 3-D or has an unusable affine, else None."
     import nibabel as nib
     try: img = nib.load(str(path))
     except Exception as e: return 'unreadable_nifti', f'{path}: NIfTI header cannot be read (expected a NIfTI-1/2 file; found {type(e).__name__}: {e})'
@@ -141,6 +148,8 @@ def _nifti_problem(path:Path) -> tuple[str, str]|None:
     core = shp[:3] + tuple(s for s in shp[3:] if s != 1)
     if len(shp) < 3 or len(core) != 3 or min(shp[:3]) < 2:
         return 'not_3d', f'{path}: volume is not 3-D (expected shape (X, Y, Z); found {shp})'
+    if bad := _affine_problem(img.affine):
+        return 'bad_affine', f'{path}: header: sform/qform: NIfTI affine is not usable (expected an invertible voxel-to-mm map; found {bad})'
     return None
 
 def read_ixi(folder:str|Path, # IXI folder: IXI.xls or IXI.csv and the T1 files (e.g. in IXI-T1/)
@@ -174,15 +183,17 @@ def read_ixi(folder:str|Path, # IXI folder: IXI.xls or IXI.csv and the T1 files 
     drops.drop('no_sheet_row', int(nosheet.sum()), f'{sheet_path}: {int(nosheet.sum())} volumes dropped, no row for their IXI_ID '
                f'(expected a row for {examples(sorted(set(rows.ixi_id[nosheet])))})')
     rows = rows[known.to_numpy()]
+    bad_files = {'path': [], 'subject_id': [], 'reason': [], 'message': []}
     if check_headers and len(rows):
         probs = [_nifti_problem(Path(p)) for p in rows['path']]
-        for reason in ('unreadable_nifti', 'not_3d'):
-            msgs = [p[1] for p in probs if p and p[0] == reason]
-            if msgs: drops.drop(reason, len(msgs), f'{len(msgs)} volumes dropped: ' + '; '.join(msgs[:3]) + (' ...' if len(msgs) > 3 else ''))
+        for (p, i), pr in zip(rows[['path', 'ixi_id']].itertuples(index=False), probs):
+            if pr is None: continue
+            drops.drop(pr[0], 1, f'{pr[1]}; volume dropped')   # one message per file: each is named
+            for k, v in zip(bad_files, (p, f'IXI{i:03d}', pr[0], pr[1])): bad_files[k].append(v)
         rows = rows[[p is None for p in probs]]
-    return _ixi_anndata(rows, sheet, sheet_path, drops, folder)
+    return _ixi_anndata(rows, sheet, sheet_path, drops, folder, bad_files)
 
-def _ixi_anndata(rows, sheet, sheet_path, drops, folder):
+def _ixi_anndata(rows, sheet, sheet_path, drops, folder, bad_files=None):
     import anndata as ad
     s = sheet.loc[rows['ixi_id'].to_numpy()]
     core = pd.DataFrame({'subject_id': [f'IXI{i:03d}' for i in rows['ixi_id']], 'organ': 'brain', 'modality': 'mri',
@@ -194,13 +205,15 @@ def _ixi_anndata(rows, sheet, sheet_path, drops, folder):
     obs.columns = [re.sub(r'[/]', '_', c) for c in obs.columns]
     obs.index = pd.Index([Path(p).name.split('.nii')[0] for p in rows['path']], dtype=str, name='volume_id')
     uns = {**drops.to_uns(), 'ixi': {'folder': str(folder), 'sheet': str(sheet_path)}}
+    if bad_files and bad_files['path']: uns['dropped_files'] = bad_files
     return ad.AnnData(X=np.zeros((len(obs), 0), np.float32), obs=obs, uns=uns)
 
 # %% ../../nbs/data/03_ixi.ipynb #0013
 def load_volume(path:str|Path, # a NIfTI file (.nii or .nii.gz)
-               ) -> np.ndarray:
-    "Load one MRI volume as float32 (X, Y, Z); a missing, corrupt or non-3-D file is a `DataError`."
-    import nibabel as nib
+               ):
+    "One MRI volume as a MONAI MetaTensor: float32 (X, Y, Z) voxels as stored, `.affine` from the file; a bad file is a `DataError`."
+    import nibabel as nib, torch
+    from monai.data import MetaTensor
     p = Path(path)
     if not p.is_file(): raise DataError('volume file not found', path=p, expected='a NIfTI file', found='no such file')
     try:
@@ -208,11 +221,15 @@ def load_volume(path:str|Path, # a NIfTI file (.nii or .nii.gz)
         shp = tuple(int(s) for s in img.shape)
         if len(shp) < 3 or len(shp[:3] + tuple(s for s in shp[3:] if s != 1)) != 3:
             raise DataError('volume is not 3-D', path=p, expected='shape (X, Y, Z)', found=f'shape {shp}')
+        aff = np.asarray(img.affine, np.float64)
         a = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shp[:3])
     except DataError: raise
     except Exception as e:
         raise DataError('NIfTI file cannot be read (corrupt or truncated?)', path=p, expected='a complete NIfTI-1/2 volume',
                         found=f'{type(e).__name__}: {e}') from None
+    if bad := _affine_problem(aff):
+        raise DataError('NIfTI affine is not usable', path=p, where='header: sform/qform', expected='an invertible voxel-to-mm map', found=bad)
     if not np.isfinite(a).all():
         raise DataError('volume has non-finite voxels', path=p, expected='finite intensities', found=f'{int((~np.isfinite(a)).sum())} NaN/inf voxels')
-    return a
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(a)), affine=torch.as_tensor(aff),
+                      meta={'filename_or_obj': str(p), 'original_channel_dim': 'no_channel', 'axcodes': ''.join(nib.aff2axcodes(aff))})

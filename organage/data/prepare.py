@@ -4,13 +4,16 @@
 
 # %% ../../nbs/data/09_prepare.ipynb #2a3210e5
 from __future__ import annotations
+import logging
 from pathlib import Path
 import pandas as pd
 from ..core import RunConfig, TrainConfig, DataError, write_csv
 from .datasets import SubjectDataset
 
+log = logging.getLogger('organage')
+
 # %% auto #0
-__all__ = ['split_table', 'preprocess_rna', 'CohortData', 'split_adata', 'split_images']
+__all__ = ['log', 'DROPPED_COLUMNS', 'split_table', 'preprocess_rna', 'CohortData', 'split_adata', 'split_images']
 
 # %% ../../nbs/data/09_prepare.ipynb #9fce2399
 def split_table(adatas:dict, cfg:RunConfig, tcfg:TrainConfig) -> pd.DataFrame:
@@ -33,6 +36,19 @@ def preprocess_rna(rna, # expression AnnData, X = counts
     return pre.transform(rna)
 
 # %% ../../nbs/data/09_prepare.ipynb #5461e47b
+DROPPED_COLUMNS = ['split', 'modality', 'subject_id', 'path', 'stage', 'error']
+
+def _dropped_files(adatas:dict, ds:dict) -> pd.DataFrame:
+    "Every image file a run cannot use: refused when read (`uns['dropped_files']`) or when decoded (`SubjectDataset.dropped` per split)."
+    parts = []
+    for m, a in adatas.items():
+        f = a.uns.get('dropped_files')
+        if f and len(f.get('path', [])):
+            parts.append(pd.DataFrame({'split': '', 'modality': m, 'subject_id': list(f['subject_id']), 'path': list(f['path']),
+                                       'stage': 'read', 'error': list(f['message'])}))
+    parts += [d.dropped.assign(split=s, stage='decode') for s, d in ds.items() if len(d.dropped)]
+    return pd.concat(parts, ignore_index=True)[DROPPED_COLUMNS] if parts else pd.DataFrame(columns=DROPPED_COLUMNS)
+
 class CohortData:
     "Train/val/test `SubjectDataset`s of one cohort, with the organ vocabulary and expression width."
     def __init__(self, data, # cohort folder, or {'rna'|'xray'|'mri': AnnData} already read
@@ -60,11 +76,26 @@ class CohortData:
         self.organs, self.modalities, self.adatas = organs, list(adatas), adatas
         self.folder = None if isinstance(data, dict) else Path(data)  # cohort folder (None for in-memory data)
         self.n_genes = adatas['rna'].n_vars if 'rna' in adatas else 0
+        from organage.data.preprocess import image_transforms
+        chains = {**image_transforms(cfg.image_size, cfg.volume_size, cfg.mri_fov_mm, cfg.mri_register), **(transforms or {})}
         self.ds = {s: SubjectDataset(adatas, organs, self.splits.subject_id[self.splits.split == s].tolist(),
-                                     image_size=cfg.image_size, volume_size=cfg.volume_size, cache_gb=tcfg.cache_gb / 3, loaders=loaders, transforms=transforms)
+                                     image_size=cfg.image_size, volume_size=cfg.volume_size, cache_gb=tcfg.cache_gb / 3, loaders=loaders, transforms=chains)
                    for s in ('train', 'val', 'test')}
+        self.dropped = _dropped_files(adatas, self.ds)
+        write_csv(self.dropped, run_dir/'dropped_files.csv')
+        if len(self.dropped):
+            log.warning("%d image files cannot be used and were left out; listed in %s", len(self.dropped), run_dir/'dropped_files.csv')
+        for m in self.images_without_training():
+            d = self.ds['train'].dropped[self.ds['train'].dropped.modality == m]
+            raise DataError(f"no usable {m} image in the training split", path=run_dir/'dropped_files.csv',
+                            expected='at least one readable image', found=f"{len(d)} unusable files, e.g. {d.error.iloc[0]}")
         stats = self.ds['train'].fit_pixel_stats()
         for d in self.ds.values(): d.set_pixel_stats(stats)
+
+    def images_without_training(self) -> list[str]:
+        "Image modalities of the cohort with no usable image in the training split."
+        tr = self.ds['train']
+        return [m for m in self.modalities if m in tr.images and m not in tr.modalities]
 
     def loader(self, split:str, # 'train', 'val' or 'test'
                batch_size:int=64, modalities=None): # None = every modality; else a view on these

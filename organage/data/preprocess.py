@@ -14,9 +14,10 @@ from ..core import ConfigError, DataError, NotEnoughDataError
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'log_cpm', 'ExpressionPreprocessor', 'combat_correct', 'TopPercentNormalize', 'otsu_threshold', 'BrainMask',
-           'radiograph_transform', 'volume_transform', 'image_transforms', 'PixelStandardize', 'common_grid',
-           'resample_to_grid', 'mni_template', 'register_to_template']
+__all__ = ['log', 'MNI_CENTRE', 'log_cpm', 'ExpressionPreprocessor', 'combat_correct', 'TopPercentNormalize', 'otsu_threshold',
+           'BrainMask', 'common_grid', 'has_geometry', 'nifti_image', 'fov_centre', 'block_mean', 'resample_to_grid',
+           'mni_template', 'register_to_template', 'ToGrid', 'radiograph_transform', 'volume_transform',
+           'image_transforms', 'PixelStandardize']
 
 # %% ../../nbs/data/06_preprocess.ipynb #0007
 def _dense(X) -> np.ndarray:
@@ -243,6 +244,140 @@ class BrainMask(Transform):
             raise DataError("brain mask does not match the image grid", expected=str(tuple(t.shape[-m.ndim:])), found=str(tuple(m.shape)))
         return t*m
 
+# %% ../../nbs/data/06_preprocess.ipynb #0021
+MNI_CENTRE = (0.0, -17.0, 5.0)   # centre of the MNI152 brain (mm): the template grid's centre
+
+def common_grid(size:int=32, fov_mm:float=210.0, centre=MNI_CENTRE) -> np.ndarray:
+    "Affine of a cube of `size` voxels spanning `fov_mm` mm, centred on `centre` (world mm; the default is the MNI152 brain's centre)."
+    vs = fov_mm/size
+    aff = np.diag([vs, vs, vs, 1.0]); aff[:3, 3] = np.asarray(centre, float) - (size - 1)/2*vs
+    return aff
+
+def _plain(x): return np.asarray(x.detach().cpu() if hasattr(x, 'detach') else x)
+
+def has_geometry(img) -> bool:
+    "True for inputs that carry an affine: a path, a nibabel image, a MONAI MetaTensor (e.g. from `load_volume`) or an (array, affine) pair."
+    import os
+    from monai.data import MetaTensor
+    return (isinstance(img, (str, os.PathLike, MetaTensor)) or (hasattr(img, 'dataobj') and hasattr(img, 'affine'))
+            or (isinstance(img, tuple) and len(img) == 2))
+
+def nifti_image(img): # a path, nibabel image, MetaTensor ((X, Y, Z) or (1, X, Y, Z)) or (array, affine)
+    "The input as a 3-D nibabel image with its affine."
+    import nibabel as nib
+    if not has_geometry(img): raise DataError('volume has no affine', expected='a NIfTI path or image, a MetaTensor or (array, affine)',
+                                              found=type(img).__name__)
+    if isinstance(img, tuple): a, aff = img
+    elif hasattr(img, 'dataobj'): return img
+    elif hasattr(img, 'affine'): a, aff = img, img.affine
+    else: return nib.load(str(img))
+    a, aff = np.asarray(_plain(a), np.float32), np.asarray(_plain(aff), np.float64)
+    if a.ndim == 4 and a.shape[0] == 1: a = a[0]   # MONAI channel-first
+    if a.ndim != 3 or aff.shape != (4, 4):
+        raise DataError('volume is not 3-D with a 4x4 affine', expected='(X, Y, Z) voxels and a 4x4 affine', found=f'shape {a.shape}, affine {aff.shape}')
+    return nib.Nifti1Image(a, aff)
+
+def fov_centre(img) -> np.ndarray:
+    "World coordinates (mm) of the centre of a volume's field of view (mean of its first and last voxel centres)."
+    img = nifti_image(img)
+    return (img.affine @ np.r_[(np.array(img.shape[:3]) - 1)/2, 1.0])[:3]
+
+def block_mean(img, # anything `nifti_image` reads
+               mm:float): # target voxel size: blocks of floor(mm / voxel size) voxels per axis are averaged
+    "The volume averaged over blocks of voxels down to about `mm` per axis (anti-aliasing before resampling), affine updated."
+    import nibabel as nib
+    img = nifti_image(img)
+    vs = np.linalg.norm(img.affine[:3, :3], axis=0)
+    k = np.maximum(1, np.floor(mm/vs + 1e-6)).astype(int)
+    if (k == 1).all(): return img
+    a = np.asarray(img.dataobj, np.float32)
+    n = np.array(a.shape[:3])//k
+    a = a[:n[0]*k[0], :n[1]*k[1], :n[2]*k[2]].reshape(n[0], k[0], n[1], k[1], n[2], k[2]).mean((1, 3, 5), dtype=np.float32)
+    S = np.diag([*k, 1.0]); S[:3, 3] = (k - 1)/2   # block centre, in input voxels
+    return nib.Nifti1Image(a, img.affine @ S)
+
+def resample_to_grid(img, # anything `nifti_image` reads (path, nibabel image, MetaTensor, (array, affine))
+                     size:int=32, fov_mm:float=210.0,
+                     centre='fov', # 'fov': the volume's field-of-view centre; or world mm (x, y, z)
+                     order:int=1, # spline order (1: trilinear)
+                     antialias:bool=True) -> np.ndarray: # block means down to the grid's voxel size first
+    "A volume on the common physical grid through its affine: RAS, `fov_mm` cube of `size` voxels, (size, size, size) float32."
+    import nibabel as nib
+    from nibabel.processing import resample_from_to
+    img = nib.as_closest_canonical(nifti_image(img))
+    c = fov_centre(img) if isinstance(centre, str) and centre == 'fov' else np.asarray(centre, float)
+    if antialias: img = block_mean(img, fov_mm/size)
+    out = resample_from_to(img, ((size,)*3, common_grid(size, fov_mm, c)), order=order, mode='constant', cval=0)
+    return np.asarray(out.dataobj, np.float32)
+
+# %% ../../nbs/data/06_preprocess.ipynb #fa714506
+def _sitk_image(a:np.ndarray, affine:np.ndarray):
+    "numpy (X, Y, Z) + RAS affine -> SimpleITK image in LPS physical space."
+    import SimpleITK as sitk
+    im = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(a, np.float32).transpose(2, 1, 0)))
+    flip = np.diag([-1, -1, 1])
+    R = flip @ affine[:3, :3]
+    sp = np.linalg.norm(R, axis=0)
+    im.SetSpacing(sp.tolist()); im.SetOrigin((flip @ affine[:3, 3]).tolist()); im.SetDirection((R/sp).ravel().tolist())
+    return im
+
+@__import__('functools').lru_cache(maxsize=4)
+def mni_template(size:int=32, fov_mm:float=210.0):
+    "The MNI152 T1 template (nilearn, bundled) and its brain mask on the common grid: (t1, mask, affine)."
+    import nibabel as nib, importlib.util
+    from pathlib import Path
+    f = Path(importlib.util.find_spec('nilearn').origin).parent/'datasets'/'data'/'mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz'
+    img = nib.load(f)
+    aff = common_grid(size, fov_mm)
+    t1 = resample_to_grid(img, size, fov_mm, centre=MNI_CENTRE)
+    t1 /= t1.max()
+    return t1, t1 > 0.2, aff
+
+def register_to_template(img, # a T1 volume: anything `nifti_image` reads (path, nibabel image, MetaTensor, (array, affine))
+                         size:int=32, fov_mm:float=210.0,
+                         iterations:int=100, seed:int=0,
+                         samples:int=20000) -> np.ndarray: # template voxels the metric samples (at most half of them)
+    "Affine (12-dof) registration to the MNI152 template by Mattes mutual information; the volume resampled on the template grid."
+    import nibabel as nib, SimpleITK as sitk
+    img = block_mean(nib.as_closest_canonical(nifti_image(img)), fov_mm/size)
+    t1, mask, aff = mni_template(size, fov_mm)
+    fixed = _sitk_image(t1, aff)
+    moving = _sitk_image(np.asarray(img.dataobj, np.float32), img.affine)
+    init = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS)
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM); reg.SetMetricSamplingPercentage(min(0.5, samples/t1.size), seed)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=iterations)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([2, 1]); reg.SetSmoothingSigmasPerLevel([1, 0])
+    reg.SetInitialTransform(init, inPlace=False)
+    tx = reg.Execute(fixed, moving)
+    out = sitk.Resample(moving, fixed, tx, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out).transpose(2, 1, 0).astype(np.float32)
+
+# %% ../../nbs/data/06_preprocess.ipynb #5b8bb95a
+class ToGrid(Transform):
+    "A volume with its affine -> (1, size, size, size) float tensor on the physical grid (RAS, `fov_mm` cube); a plain array is resized."
+    def __init__(self, size:int=32, # grid side in voxels
+                 fov_mm:float=210.0, # grid side in mm
+                 centre='fov', # 'fov' or world mm (x, y, z); see `resample_to_grid` (ignored when registering)
+                 register:bool=False): # `register_to_template` instead of `resample_to_grid`
+        self.size, self.fov_mm, self.centre, self.register = size, fov_mm, centre, register
+    def __call__(self, img):
+        import torch
+        if has_geometry(img):
+            a = (register_to_template(img, self.size, self.fov_mm) if self.register
+                 else resample_to_grid(img, self.size, self.fov_mm, self.centre))
+            return torch.as_tensor(a)[None]
+        from monai.transforms import Resize
+        t = torch.as_tensor(np.asarray(_plain(img), np.float32))
+        if t.ndim == 3: t = t[None]
+        if t.ndim != 4 or t.shape[0] != 1:
+            raise DataError('volume is not 3-D', expected='(X, Y, Z) or (1, X, Y, Z)', found=f'shape {tuple(t.shape)}')
+        out = Resize((self.size,)*3, mode='trilinear')(t)
+        return out.as_tensor() if hasattr(out, 'as_tensor') else out
+
 # %% ../../nbs/data/06_preprocess.ipynb #0018
 def radiograph_transform(size:int=64, # output side
                          normalise:Literal['minmax', 'zscore', 'none']='minmax'):
@@ -254,14 +389,16 @@ def radiograph_transform(size:int=64, # output side
     elif normalise != 'none': raise ConfigError(f"normalise={normalise!r}: expected 'minmax', 'zscore' or 'none'")
     return Compose(t + [EnsureType(data_type='tensor', dtype=np.float32)])
 
-def volume_transform(size:int=32, # output side
+def volume_transform(size:int=32, # output side (voxels)
                      normalise:Literal['top1', 'zscore', 'minmax', 'none']='top1',
-                     mask:bool|np.ndarray=False): # True: Otsu brain mask per volume; array: a fixed mask on the input grid
-    "MONAI pipeline for an (X, Y, Z) volume array -> (1, size, size, size) float tensor."
-    from monai.transforms import Compose, EnsureChannelFirst, Resize, ScaleIntensity, NormalizeIntensity, EnsureType
-    t = [EnsureChannelFirst(channel_dim='no_channel')]
+                     mask:bool|np.ndarray=False, # True: Otsu brain mask per volume; array: a fixed mask on the output grid (e.g. `mni_template`'s, with register=True)
+                     fov_mm:float=210.0, # output side (mm)
+                     centre='fov', # grid centre: 'fov' or world mm (see `resample_to_grid`)
+                     register:bool=False): # register to MNI152 instead of resampling (see `register_to_template`)
+    "MONAI pipeline for a volume with its affine (`load_volume`'s MetaTensor) -> (1, size, size, size) float tensor on the physical grid."
+    from monai.transforms import Compose, ScaleIntensity, NormalizeIntensity, EnsureType
+    t = [ToGrid(size, fov_mm, centre, register)]
     if mask is not False: t.append(BrainMask(None if mask is True else mask))
-    t.append(Resize((size,)*3, mode='trilinear'))
     if normalise == 'top1': t.append(TopPercentNormalize(1.0))
     elif normalise == 'zscore': t.append(NormalizeIntensity(nonzero=True))
     elif normalise == 'minmax': t.append(ScaleIntensity(minv=0.0, maxv=1.0))
@@ -270,10 +407,12 @@ def volume_transform(size:int=32, # output side
 
 # %% ../../nbs/data/06_preprocess.ipynb #f91426c7
 def image_transforms(image_size:int=64, # radiograph side
-                     volume_size:int=32, # volume side
+                     volume_size:int=32, # volume side (voxels)
+                     mri_fov_mm:float=210.0, # volume side (mm): `RunConfig.mri_fov_mm`
+                     mri_register:bool=False, # register volumes to MNI152: `RunConfig.mri_register`
                     ) -> dict:
     "The per-image MONAI chain of each image modality: {'xray': ..., 'mri': ...}."
-    return {'xray': radiograph_transform(image_size), 'mri': volume_transform(volume_size)}
+    return {'xray': radiograph_transform(image_size), 'mri': volume_transform(volume_size, fov_mm=mri_fov_mm, register=mri_register)}
 
 class PixelStandardize(Transform):
     "(x - mean image) / (per-pixel sd + eps), with statistics fitted on training images."
@@ -291,64 +430,3 @@ class PixelStandardize(Transform):
     def __call__(self, img):
         import torch
         return (torch.as_tensor(img).float() - self.mean) / self.sd
-
-# %% ../../nbs/data/06_preprocess.ipynb #0021
-def common_grid(size:int=32, fov_mm:float=210.0, centre=(0.0, -17.0, 5.0)) -> np.ndarray:
-    "Affine of a cube of `size` voxels spanning `fov_mm` mm, centred on `centre` (MNI mm)."
-    vs = fov_mm/size
-    aff = np.diag([vs, vs, vs, 1.0]); aff[:3, 3] = np.asarray(centre) - (size - 1)/2*vs
-    return aff
-
-def resample_to_grid(img, # nibabel image (or path)
-                     size:int=32, fov_mm:float=210.0, centre=(0.0, 0.0, 0.0), order:int=1) -> np.ndarray:
-    "Resample a NIfTI onto a common physical grid (through its affine): (size, size, size) float32."
-    import nibabel as nib
-    from nibabel.processing import resample_from_to
-    img = nib.load(img) if not hasattr(img, 'affine') else img
-    out = resample_from_to(img, ((size,)*3, common_grid(size, fov_mm, centre)), order=order, mode='constant', cval=0)
-    return np.asarray(out.dataobj, np.float32)
-
-def _sitk_image(a:np.ndarray, affine:np.ndarray):
-    "numpy (X, Y, Z) + RAS affine -> SimpleITK image in LPS physical space."
-    import SimpleITK as sitk
-    im = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(a, np.float32).transpose(2, 1, 0)))
-    flip = np.diag([-1, -1, 1])
-    R = flip @ affine[:3, :3]
-    sp = np.linalg.norm(R, axis=0)
-    im.SetSpacing(sp.tolist()); im.SetOrigin((flip @ affine[:3, 3]).tolist()); im.SetDirection((R/sp).ravel().tolist())
-    return im
-
-@__import__('functools').lru_cache(maxsize=4)
-def mni_template(size:int=32, fov_mm:float=210.0):
-    "The MNI152 T1 template (nilearn, bundled) and its brain mask on the common grid: (t1, mask, affine)."
-    import nibabel as nib, importlib.util
-    from pathlib import Path
-    from nibabel.processing import resample_from_to
-    f = Path(importlib.util.find_spec('nilearn').origin).parent/'datasets'/'data'/'mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz'
-    img = nib.load(f)
-    aff = common_grid(size, fov_mm)
-    t1 = np.asarray(resample_from_to(img, ((size,)*3, aff), order=1).dataobj, np.float32)
-    t1 /= t1.max()
-    return t1, t1 > 0.2, aff
-
-def register_to_template(img, # nibabel image (or path) of a T1 volume
-                         size:int=32, fov_mm:float=210.0,
-                         iterations:int=100, seed:int=0) -> np.ndarray:
-    "Affine (12-dof) registration to the MNI152 template by Mattes mutual information; the volume resampled on the template grid."
-    import nibabel as nib, SimpleITK as sitk
-    img = nib.load(img) if not hasattr(img, 'affine') else img
-    t1, mask, aff = mni_template(size, fov_mm)
-    fixed = _sitk_image(t1, aff)
-    moving = _sitk_image(np.asarray(img.dataobj, np.float32), img.affine)
-    init = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS)
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM); reg.SetMetricSamplingPercentage(0.5, seed)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=iterations)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([2, 1]); reg.SetSmoothingSigmasPerLevel([1, 0])
-    reg.SetInitialTransform(init, inPlace=False)
-    tx = reg.Execute(fixed, moving)
-    out = sitk.Resample(moving, fixed, tx, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out).transpose(2, 1, 0).astype(np.float32)

@@ -14,9 +14,10 @@ from scipy import ndimage
 from ..core import ConfigError, write_csv, write_json, atomic_write
 
 # %% auto #0
-__all__ = ['SIM_TISSUES', 'ORGANS', 'CHEXPERT_FINDINGS', 'IXI_SITES', 'SimConfig', 'simulate_subjects', 'simulate_truth',
-           'simulate_gene_table', 'simulate_counts', 'write_gct', 'simulate_gtex', 'render_radiographs',
-           'render_laterals', 'simulate_chexpert', 'render_volumes', 'simulate_ixi', 'simulate_cohort']
+__all__ = ['SIM_TISSUES', 'ORGANS', 'CHEXPERT_FINDINGS', 'IXI_SITES', 'IXI_ORIENTATION', 'SimConfig', 'simulate_subjects',
+           'simulate_truth', 'simulate_gene_table', 'simulate_counts', 'write_gct', 'simulate_gtex',
+           'render_radiographs', 'render_laterals', 'simulate_chexpert', 'render_volumes', 'ixi_geometry',
+           'simulate_ixi', 'simulate_cohort']
 
 # %% ../../nbs/data/05_synth.ipynb #0006
 SIM_TISSUES = pd.DataFrame([
@@ -35,6 +36,10 @@ CHEXPERT_FINDINGS = ('No Finding', 'Enlarged Cardiomediastinum', 'Cardiomegaly',
                      'Edema', 'Consolidation', 'Pneumonia', 'Atelectasis', 'Pneumothorax', 'Pleural Effusion',
                      'Pleural Other', 'Fracture', 'Support Devices')
 IXI_SITES = ('Guys', 'HH', 'IOP')
+# how each site stores a T1 volume (nibabel axis codes: the direction each stored axis runs to). The third
+# axis is the thick (slice) one: axial slices at Guys and HH, sagittal at IOP; HH's first axis runs to the
+# subject's left. No pipeline may care: the affine says it all.
+IXI_ORIENTATION = {'Guys': 'RAS', 'HH': 'LAS', 'IOP': 'PSR'}
 
 # %% ../../nbs/data/05_synth.ipynb #0007
 @dataclass
@@ -73,7 +78,11 @@ class SimConfig:
     # MRI
     mri_age_effect: float = 1.25       # scales ventricle growth, atrophy, thinning
     mri_noise: float = 0.03            # Rician noise sigma relative to white matter
-    mri_fov_mm: float = 210.0          # field of view of the written volume
+    mri_voxel_mm: tuple = (0.9375, 0.9375, 1.2)  # IXI's T1 voxel size along the stored axes (in-plane, in-plane, slice) ...
+    mri_matrix: tuple = (256, 256, 150)          # ... and matrix: a 240 x 240 x 180 mm field of view
+    mri_scale: float|None = None       # voxels written `mri_scale` x IXI's (matrix / mri_scale: same field of view and voxel
+                                       # ratios); None: in-plane voxel 3/4 of the training grid's (mri_fov_mm / volume_size), >= 1
+    mri_fov_mm: float = 210.0          # side of the training grid (organage RunConfig.mri_fov_mm) the resolution is chosen for
     site_shares: tuple = (0.56, 0.32, 0.12)  # Guys, HH, IOP
     messy: bool = False                # add the imperfections real releases have (see `simulate_cohort`)
     n_jobs: int|None = None            # processes writing images (None: up to 8 for large cohorts, else 1); same files either way
@@ -84,6 +93,8 @@ class SimConfig:
         if self.n_genes < 200: raise ConfigError(f"n_genes={self.n_genes}: expected at least 200")
         if self.image_size < 16 or self.volume_size < 16:
             raise ConfigError(f"image_size={self.image_size}, volume_size={self.volume_size}: expected at least 16")
+        if self.mri_scale is not None and self.mri_scale < 1:
+            raise ConfigError(f"mri_scale={self.mri_scale}: expected at least 1 (IXI's own voxel size) or None")
         if len(self.cohort_shares) != 3 or min(self.cohort_shares) < 0 or sum(self.cohort_shares) <= 0:
             raise ConfigError(f"cohort_shares={self.cohort_shares}: expected three non-negative shares")
 
@@ -518,58 +529,98 @@ def _trilinear(f:np.ndarray, # (X, Y, Z, C) fields
     out[~inside] = cval
     return out
 
-def _field_mm(cfg, size=None): return float(np.clip(cfg.mri_fov_mm/(size or cfg.volume_size)/2, 2, 4))
+def _field_mm(cfg, size=None, voxel_mm=None):
+    "Resolution of the anatomical fields: half the finest voxel (of a cube of `size`, or `voxel_mm`), within 2-4 mm."
+    v = min(voxel_mm) if voxel_mm is not None else cfg.mri_fov_mm/(size or cfg.volume_size)
+    return float(np.clip(v/2, 2, 4))
+
+# %% ../../nbs/data/05_synth.ipynb #c01ce812
+_SITE_GW = {'Guys': 0.64, 'HH': 0.58, 'IOP': 0.68}; _SITE_SCALE = {'Guys': 1.0, 'HH': 1.25, 'IOP': 0.85}
+_SITE_NOISE = {'Guys': 1.0, 'HH': 0.7, 'IOP': 1.3}
+
+def _t1_signal(r, # one row of `render_volumes`' parameters
+               X:np.ndarray, # (3, n) world mm of the voxels to render
+               fields, inv, cfg) -> np.ndarray:
+    "Noise-free T1 intensity of one person at world points `X`: posed anatomy, age effects, site contrast, bias field."
+    centre = np.array([0., -17., 5.])
+    ang = np.array([r.rx, r.ry, r.rz])
+    cx, cy, cz = np.cos(ang); sx, sy, sz = np.sin(ang)
+    R = (np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+         @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]))
+    mni = (R.T @ (X - np.array([[r.tx], [r.ty], [r.tz]])))/r.head + centre[:, None]
+    vi = inv[:3, :3] @ mni + inv[:3, 3:]
+    gm, wm, csf, db, dv = _trilinear(fields, vi, np.array([0, 0, 0, -100, 100], np.float32)).T
+    b = max(r.b, -0.3)
+    growth = np.sign(b)*abs(b)**1.5*cfg.mri_age_effect
+    w = 1.5
+    vent = _sig((4.0*growth + r.vent - dv)/w)             # ventricles widen into white matter
+    brain = _sig((db - (2.5*growth + r.atrophy))/w)       # surface recedes: sulcal CSF
+    thin = np.clip(0.25*growth, -0.2, 0.5)
+    gm_eff = gm*(1 - thin)
+    I_wm, I_gm, I_csf = 1.0, _SITE_GW[r.site] + 0.06*growth, 0.18
+    tissue = wm*I_wm + gm_eff*I_gm + (csf + gm - gm_eff)*I_csf
+    inside = np.clip(gm + wm + csf, 0, 1)
+    I = brain*((1 - vent)*tissue + vent*I_csf*inside) + (1 - brain)*I_csf*_sig(db/w + 3)
+    I = I + 0.05*_sig((-db - 3)/w)*_sig((db + 8)/w) + 0.85*_sig((-db - 8)/w)*_sig((db + 13)/w)  # skull, scalp
+    # bias field (smooth, multiplicative) and site intensity scale
+    u = X/100.0
+    bias = np.exp(r.bias0*u[0] + r.bias1*u[1] + r.bias2*u[2] + r.bias3*(u[0]**2 + u[1]**2 - 0.5))
+    return I*bias*_SITE_SCALE[r.site]
 
 # %% ../../nbs/data/05_synth.ipynb #a462fcf5
 def render_volumes(p:pd.DataFrame, # per volume: b (brain age, 0 at 20 y, 1 at 80 y), male, head, vent, atrophy, site, rot (3 cols), shift (3 cols)
-                   size:int, cfg:SimConfig, rng:np.random.Generator) -> np.ndarray:
-    "T1-like volumes (N, size, size, size), float32, white matter about 1 before site scaling."
-    fields, inv = _brain_fields_at(_field_mm(cfg, size))
-    ax = (np.arange(size) - (size - 1)/2)*cfg.mri_fov_mm/size
-    X = np.stack(np.meshgrid(ax, ax, ax, indexing='ij')).reshape(3, -1)  # output mm coordinates
-    centre = np.array([0., -17., 5.])
-    outv = np.empty((len(p), size, size, size), np.float32)
-    site_gw = {'Guys': 0.64, 'HH': 0.58, 'IOP': 0.68}; site_scale = {'Guys': 1.0, 'HH': 1.25, 'IOP': 0.85}
-    site_noise = {'Guys': 1.0, 'HH': 0.7, 'IOP': 1.3}
+                   size:int|tuple, # cube side (voxels spanning cfg.mri_fov_mm), or the shape of the grid `affine` describes
+                   cfg:SimConfig, rng:np.random.Generator,
+                   affine:np.ndarray|None=None, # voxel -> world mm of the grid; None: the centred RAS cube of `size`
+                  ) -> np.ndarray:
+    "T1-like volumes (N, *shape), float32, white matter about 1 before site scaling."
+    if affine is None:
+        shape, vs = (size,)*3, cfg.mri_fov_mm/size
+        affine = np.diag([vs, vs, vs, 1.0]); affine[:3, 3] = -(size - 1)/2*vs
+    else: shape = tuple(int(s) for s in size)
+    fields, inv = _brain_fields_at(_field_mm(cfg, voxel_mm=np.linalg.norm(affine[:3, :3], axis=0)))
+    X = affine[:3, :3] @ np.indices(shape).reshape(3, -1) + affine[:3, 3:]  # world mm of every voxel centre
+    outv = np.empty((len(p), *shape), np.float32)
     for i, r in enumerate(p.itertuples(index=False)):
-        ang = np.array([r.rx, r.ry, r.rz])
-        cx, cy, cz = np.cos(ang); sx, sy, sz = np.sin(ang)
-        R = (np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-             @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]))
-        mni = (R.T @ (X - np.array([[r.tx], [r.ty], [r.tz]])))/r.head + centre[:, None]
-        vi = inv[:3, :3] @ mni + inv[:3, 3:]
-        gm, wm, csf, db, dv = _trilinear(fields, vi, np.array([0, 0, 0, -100, 100], np.float32)).T
-        b = max(r.b, -0.3)
-        growth = np.sign(b)*abs(b)**1.5*cfg.mri_age_effect
-        w = 1.5
-        vent = _sig((4.0*growth + r.vent - dv)/w)             # ventricles widen into white matter
-        brain = _sig((db - (2.5*growth + r.atrophy))/w)       # surface recedes: sulcal CSF
-        thin = np.clip(0.25*growth, -0.2, 0.5)
-        gm_eff = gm*(1 - thin)
-        I_wm, I_gm, I_csf = 1.0, site_gw[r.site] + 0.06*growth, 0.18
-        tissue = wm*I_wm + gm_eff*I_gm + (csf + gm - gm_eff)*I_csf
-        inside = np.clip(gm + wm + csf, 0, 1)
-        I = brain*((1 - vent)*tissue + vent*I_csf*inside) + (1 - brain)*I_csf*_sig(db/w + 3)
-        I = I + 0.05*_sig((-db - 3)/w)*_sig((db + 8)/w) + 0.85*_sig((-db - 8)/w)*_sig((db + 13)/w)  # skull, scalp
-        # bias field (smooth, multiplicative) and site intensity scale
-        u = X/100.0
-        bias = np.exp(r.bias0*u[0] + r.bias1*u[1] + r.bias2*u[2] + r.bias3*(u[0]**2 + u[1]**2 - 0.5))
-        I = I*bias*site_scale[r.site]
-        sd = cfg.mri_noise*site_noise[r.site]*site_scale[r.site]
+        I = np.empty(X.shape[1])
+        for c0 in range(0, X.shape[1], 16384):   # voxel chunks keep the temporaries in cache (3-5x faster on 50-70k voxels)
+            I[c0:c0 + 16384] = _t1_signal(r, X[:, c0:c0 + 16384], fields, inv, cfg)
+        sd = cfg.mri_noise*_SITE_NOISE[r.site]*_SITE_SCALE[r.site]
         I = np.sqrt((I + rng.normal(0, sd, I.shape))**2 + rng.normal(0, sd, I.shape)**2)  # Rician
-        outv[i] = I.reshape(size, size, size)
+        outv[i] = I.reshape(shape)
     return outv
 
+# %% ../../nbs/data/05_synth.ipynb #44065f70
+def _axcodes_affine(codes:str, voxel_mm, shape) -> np.ndarray:
+    "Affine of a grid whose stored axes run along `codes` (e.g. 'PSR') with these voxel sizes, its field of view centred on the origin."
+    axis, sign = {'R': (0, 1), 'L': (0, -1), 'A': (1, 1), 'P': (1, -1), 'S': (2, 1), 'I': (2, -1)}, np.zeros((3, 3))
+    for j, c in enumerate(codes): i, sg = axis[c]; sign[i, j] = sg
+    aff = np.eye(4); aff[:3, :3] = sign*np.asarray(voxel_mm, float)[None]
+    aff[:3, 3] = -aff[:3, :3] @ ((np.asarray(shape) - 1)/2)
+    return aff
+
+def ixi_geometry(site:str, # 'Guys', 'HH' or 'IOP'
+                 cfg:SimConfig) -> tuple[tuple, np.ndarray]:
+    "(shape, affine) of a simulated T1 file of `site`: IXI's voxel ratios, field of view and the site's orientation (`IXI_ORIENTATION`)."
+    k = cfg.mri_scale or max(1.0, 0.75*cfg.mri_fov_mm/cfg.volume_size/cfg.mri_voxel_mm[0])
+    vs = np.asarray(cfg.mri_voxel_mm, float)*k
+    shape = tuple(int(max(2, round(m/k))) for m in cfg.mri_matrix)
+    return shape, _axcodes_affine(IXI_ORIENTATION[site], vs, shape)
+
 # %% ../../nbs/data/05_synth.ipynb #0033
-def _mri_chunk(p, cfg, rng, files, tdir, aff):
+def _mri_chunk(p, cfg, rng, files, tdir):
+    "Render and write one chunk of volumes, each on its site's grid (`ixi_geometry`), as scanner-space int16 NIfTI."
     import nibabel as nib
-    for v, fn in zip(render_volumes(p, cfg.volume_size, cfg, rng), files):
+    for i, fn in enumerate(files):
+        shape, aff = ixi_geometry(p.site.iloc[i], cfg)
+        v = render_volumes(p.iloc[i:i + 1], shape, cfg, rng, aff)[0]
         img = nib.Nifti1Image(np.clip(v*600, 0, 32767).round().astype(np.int16), aff)
+        img.set_qform(aff, code=1); img.set_sform(aff, code=1)   # scanner anatomical coordinates, as a scanner writes them
         img.header.set_xyzt_units('mm', 'sec')
         nib.save(img, tdir/fn)
 
 def simulate_ixi(subjects:pd.DataFrame, truth:pd.DataFrame, cfg:SimConfig, rng:np.random.Generator, out:Path):
-    "Write IXI.csv and IXI-T1/IXInnn-Site-nnnn-T1.nii.gz; returns the subject table."
+    "Write IXI.csv and IXI-T1/IXInnn-Site-nnnn-T1.nii.gz (IXI's geometry per site, `ixi_geometry`); returns the subject table."
     subj = subjects[subjects.ixi_id.notna()].reset_index(drop=True)
     n = len(subj)
     if n == 0: return pd.DataFrame()
@@ -583,14 +634,13 @@ def simulate_ixi(subjects:pd.DataFrame, truth:pd.DataFrame, cfg:SimConfig, rng:n
                           tx=rng.normal(0, 3, n), ty=rng.normal(0, 4, n), tz=rng.normal(0, 4, n) + np.where(site == 'IOP', 6, 0),
                           bias0=rng.normal(0, 0.15, n), bias1=rng.normal(0, 0.15, n), bias2=rng.normal(0, 0.15, n),
                           bias3=rng.normal(0, 0.1, n)))
-    vs = cfg.mri_fov_mm/cfg.volume_size
-    aff = np.diag([vs, vs, vs, 1.0]); aff[:3, 3] = -(cfg.volume_size - 1)/2*vs
     tdir = out/'ixi'/'IXI-T1'; tdir.mkdir(parents=True, exist_ok=True)
     scan_no = rng.choice(np.arange(500, 1200), n, replace=True)
     files = [f"{i}-{s}-{k:04d}-T1.nii.gz" for i, s, k in zip(subj.ixi_id, site, scan_no)]
-    _brain_fields_at(_field_mm(cfg))  # computed once here, inherited by forked workers
+    for s_ in set(site):  # fields computed once here, inherited by forked workers
+        _brain_fields_at(_field_mm(cfg, voxel_mm=np.linalg.norm(ixi_geometry(s_, cfg)[1][:3, :3], axis=0)))
     starts = list(range(0, n, 32))
-    _run_chunks(_mri_chunk, [(p.iloc[b0:b0 + 32], cfg, r, files[b0:b0 + 32], tdir, aff)
+    _run_chunks(_mri_chunk, [(p.iloc[b0:b0 + 32], cfg, r, files[b0:b0 + 32], tdir)
                              for b0, r in zip(starts, rng.spawn(len(starts)))], _n_jobs(cfg))
     # the IXI sheet: dates consistent with the age, ids as integers
     study = pd.Timestamp('2005-06-01') + pd.to_timedelta(rng.integers(0, 600, n), unit='D')

@@ -354,9 +354,11 @@ def image_predictions(model, # an `OrganAgeModel`
     return obs.reset_index(drop=True).assign(organ=organ, modality=modality, mu=cat(mu), sigma=cat(sd))
 
 def _sized_loader(load, size):
+    "Read and bring to the model's side: a volume with an affine onto the physical grid (as in training), anything else resized."
     if load is None or size is None: return load
     from organage.data.datasets import resize_image
-    return lambda p: resize_image(load(p), size)[0].numpy()
+    from organage.data.preprocess import has_geometry, resample_to_grid
+    return lambda p: (lambda x: resample_to_grid(x, size) if has_geometry(x) else resize_image(x, size)[0].numpy())(load(p))
 
 def model_gradcam(model, # an `OrganAgeModel`
                   modality:str, # 'xray' or 'mri'
