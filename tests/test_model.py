@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from organage.core import ConfigError
-from organage.model.encoders import make_encoder, MLPEncoder, SmallCNN, monai_resnet, load_backbone_weights
+from organage.model.encoders import make_encoder, MLPEncoder, SmallCNN, RandomShift, monai_resnet, load_backbone_weights
 from organage.model.alignment import VIB, kl_standard_normal, info_nce, subject_positives, age_positives, positive_mask
 from organage.model.fusion import (ModelConfig, OrganAgeModel, FusionTransformer, GaussianHead, gaussian_nll,
                                    scatter_tokens, toy_batch)
@@ -40,6 +40,52 @@ def test_pretrained_weights_loaded_from_local_file(tmp_path):
     torch.save({'nothing': torch.zeros(1)}, tmp_path / 'bad.pt')
     with pytest.raises(ConfigError, match='no tensor matches'):
         load_backbone_weights(dst, tmp_path / 'bad.pt')
+
+
+def _square(col, row=56, n=128, value=1.0):
+    x = torch.zeros(1, 1, n, n); x[..., row:row + 8, col:col + 8] = value; return x
+
+
+def test_gridded_cnn_keeps_where_a_square_is():
+    "A square left or right of centre: pooled features are identical, a gridded CNN plus a linear probe tells them apart."
+    torch.manual_seed(0)
+    left = torch.cat([_square(32, row=r, value=v) for r in (40, 56, 72) for v in (0.5, 1.0, 2.0)])
+    right = torch.cat([_square(80, row=r, value=v) for r in (40, 56, 72) for v in (0.5, 1.0, 2.0)])
+    x, y = torch.cat([left, right]), torch.cat([torch.zeros(9), torch.ones(9)])
+    with torch.no_grad():
+        gap = SmallCNN(2, 8, width=4, depth=2).eval()
+        assert torch.allclose(gap(left), gap(right), atol=1e-5)   # pooling cannot see the move (a multiple of the stride 16)
+    net = SmallCNN(2, 1, width=4, depth=2, grid=2)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = F.binary_cross_entropy_with_logits(net(x)[:, 0], y); opt.zero_grad(); loss.backward(); opt.step()
+    with torch.no_grad(): acc = ((net.eval()(x)[:, 0] > 0).float() == y).float().mean().item()
+    assert acc == 1.0
+
+
+def test_random_shift_moves_whole_images_within_bounds_only_in_training():
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 12, 12)
+    sh = RandomShift(2)
+    y = sh.train()(x)
+    xp = F.pad(x, [2] * 4, mode='replicate')
+    for b in range(16):   # every output is one window of its own padded input
+        assert any(torch.equal(y[b], xp[b, :, i:i + 12, j:j + 12]) for i in range(5) for j in range(5))
+    assert not torch.equal(y, x)
+    torch.manual_seed(1); a = sh(x); torch.manual_seed(1); b = sh(x)
+    assert torch.equal(a, b)                       # the global seed decides: a resumed epoch replays
+    assert torch.equal(sh.eval()(x), x)
+    v = torch.randn(2, 1, 6, 6, 6)
+    assert RandomShift(1).train()(v).shape == v.shape
+
+
+def test_new_encoder_options_add_no_tensors_to_old_layouts():
+    "Input dropout and shifts hold no weights; older checkpoints (pooled CNN, plain MLP) load into the new classes."
+    assert list(MLPEncoder(20, 4, hidden=(8,), in_dropout=0.5).state_dict()) == list(MLPEncoder(20, 4, hidden=(8,)).state_dict())
+    assert list(SmallCNN(2, 4, width=4, shift=2).state_dict()) == list(SmallCNN(2, 4, width=4).state_dict())
+    enc = MLPEncoder(20, 4, hidden=(8,), in_dropout=0.5).eval()
+    x = torch.randn(3, 20)
+    assert torch.equal(enc(x), enc(x))
 
 
 # ---------- VIB ----------
@@ -155,6 +201,32 @@ def test_gaussian_nll_matches_torch_and_variance_floor():
     assert (v >= 0.04).all()
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.floats(0.0, 1.0), st.integers(0, 2**16))
+def test_beta_nll_mean_gradient_is_the_nll_gradient_times_var_to_beta(beta, seed):
+    "beta-NLL: d/dmu = (mu - y) / var * var**beta / n; at beta=1 that is the squared error's gradient, halved."
+    g = torch.Generator().manual_seed(seed)
+    mu, var, y = torch.randn(7, generator=g), torch.rand(7, generator=g) * 3 + 0.05, torch.randn(7, generator=g)
+    m = mu.clone().requires_grad_()
+    gaussian_nll(m, var, y, beta=beta).backward()
+    assert torch.allclose(m.grad, (mu - y) / var * var ** beta / 7, atol=1e-5)
+    if beta == 1.0:
+        m2 = mu.clone().requires_grad_(); (0.5 * ((m2 - y) ** 2).mean()).backward()
+        assert torch.allclose(m.grad, m2.grad, atol=1e-6)
+
+
+def test_beta_nll_variance_still_fits_the_squared_residual():
+    "The weight is held constant: the variance's gradient vanishes at the squared residual and points to it, as under the NLL."
+    torch.manual_seed(0)
+    mu, y = torch.randn(20), torch.randn(20)
+    r2 = (mu - y) ** 2
+    for beta in (0.0, 0.5, 1.0):
+        grads = []
+        for f in (0.5, 1.0, 2.0):
+            v = (f * r2).requires_grad_()
+            gaussian_nll(mu, v, y, beta=beta).backward(); grads.append(v.grad)
+        assert (grads[0] < 0).all() and torch.allclose(grads[1], torch.zeros(20), atol=1e-5) and (grads[2] > 0).all(), beta
+
 def test_gaussian_head_learns_heteroscedastic_noise():
     "Trained with equation 5, the predicted sigma tracks the true noise level."
     torch.manual_seed(0)
@@ -237,5 +309,7 @@ def test_missing_modalities_and_per_modality_inputs():
 def test_config_fingerprint_and_unknown_modality():
     assert ModelConfig(**SMALL).fingerprint() == ModelConfig(**SMALL, lambda_align=3).fingerprint()
     assert ModelConfig(**SMALL).fingerprint() != ModelConfig(**{**SMALL, 'n_genes': 21}).fingerprint()
+    assert ModelConfig(**SMALL).fingerprint() != ModelConfig(**SMALL, enc_grid=4).fingerprint()
+    assert ModelConfig(**SMALL).fingerprint() == ModelConfig(**SMALL, image_shift=2, input_dropout=0.5, nll_beta=0.5).fingerprint()
     with pytest.raises(ConfigError, match="modality 'pet'"):
         OrganAgeModel(ModelConfig(**{**SMALL, 'modalities': ['pet']}))

@@ -7,13 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 import logging
 import torch
+import torch.nn.functional as F
 from torch import nn
 from ..core import ConfigError
 
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'MODALITIES', 'MLPEncoder', 'SmallCNN', 'monai_resnet', 'load_backbone_weights', 'make_encoder']
+__all__ = ['log', 'MODALITIES', 'MLPEncoder', 'RandomShift', 'SmallCNN', 'monai_resnet', 'load_backbone_weights', 'make_encoder']
 
 # %% ../../nbs/model/00_encoders.ipynb #0006
 class MLPEncoder(nn.Module):
@@ -21,32 +22,58 @@ class MLPEncoder(nn.Module):
     def __init__(self, n_in:int, # input features (genes)
                  out_dim:int=256, # embedding width shared by all encoders
                  hidden:tuple[int,...]=(512,), # hidden layer widths
-                 dropout:float=0.1): # dropout after each hidden layer
+                 dropout:float=0.1, # dropout after each hidden layer
+                 in_dropout:float=0.0): # dropout on the input genes during training
         super().__init__()
         layers, d = [], n_in
         for h in hidden: layers += [nn.Linear(d, h), nn.LayerNorm(h), nn.GELU(), nn.Dropout(dropout)]; d = h
         layers.append(nn.Linear(d, out_dim))
+        self.in_drop = nn.Dropout(in_dropout)   # its own module: `net`'s layer names (and older checkpoints) stay as they were
         self.net, self.n_in, self.out_dim = nn.Sequential(*layers), n_in, out_dim
-    def forward(self, x): return self.net(x)
+    def forward(self, x): return self.net(self.in_drop(x))
+
+# %% ../../nbs/model/00_encoders.ipynb #2c56f7a7
+class RandomShift(nn.Module):
+    "Training-time augmentation: each image moved by up to `max_shift` pixels (voxels) along every axis, edges replicated; the identity in eval mode."
+    def __init__(self, max_shift:int=2): # largest shift along an axis, pixels
+        super().__init__()
+        self.max_shift = max_shift
+    def forward(self, x): # (B, C, *spatial)
+        k, sp = self.max_shift, x.shape[2:]
+        if not self.training or k <= 0: return x
+        B, nd = x.shape[0], len(sp)
+        xp = F.pad(x, [k] * (2 * nd), mode='replicate')
+        off = torch.randint(0, 2 * k + 1, (B, nd), device=x.device)
+        ix = [(off[:, d, None] + torch.arange(n, device=x.device)).view(B, *[n if j == d else 1 for j in range(nd)])
+              for d, n in enumerate(sp)]
+        return xp[(torch.arange(B, device=x.device).view(B, *[1] * nd), slice(None), *ix)].movedim(-1, 1)
+    def extra_repr(self): return f'max_shift={self.max_shift}'
+
 
 # %% ../../nbs/model/00_encoders.ipynb #0009
 class SmallCNN(nn.Module):
-    "Patchify stem, `depth` stride-2 conv-GroupNorm-GELU blocks, global average pooling, a linear layer."
+    "Patchify stem, `depth` stride-2 conv-GroupNorm-GELU blocks, global average pooling (or a `grid` of cells, flattened), a linear layer."
     def __init__(self, spatial_dims:int=2, # 2 for radiographs, 3 for volumes
                  out_dim:int=256, # embedding width
                  width:int=16, # channels after the stem (doubled at each block)
                  depth:int=2, # number of stride-2 blocks
                  stem:int=4, # stem kernel and stride (1 = no downsampling)
-                 in_channels:int=1):
+                 in_channels:int=1,
+                 grid:int=0, # 0: global average pooling; k: average-pool to k cells per axis and flatten (keeps where features are)
+                 shift:int=0): # training-time random shift of the input, pixels (`RandomShift`); 0 = none
         super().__init__()
         Conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         layers, c = [Conv(in_channels, width, stem, stride=stem), nn.GroupNorm(1, width), nn.GELU()], width
         for _ in range(depth):
             layers += [Conv(c, 2 * c, 3, stride=2, padding=1), nn.GroupNorm(1, 2 * c), nn.GELU()]; c *= 2
+        self.shift = RandomShift(shift)
         self.features = nn.Sequential(*layers)
-        self.fc = nn.Linear(c, out_dim)
-        self.spatial_dims, self.out_dim = spatial_dims, out_dim
-    def forward(self, x): return self.fc(self.features(x).mean(tuple(range(2, x.ndim))))
+        self.pool = None if not grid else (nn.AdaptiveAvgPool2d if spatial_dims == 2 else nn.AdaptiveAvgPool3d)(grid)
+        self.fc = nn.Linear(c * (grid ** spatial_dims if grid else 1), out_dim)
+        self.spatial_dims, self.out_dim, self.grid = spatial_dims, out_dim, grid
+    def forward(self, x):
+        f = self.features(self.shift(x))
+        return self.fc(f.mean(tuple(range(2, f.ndim))) if self.pool is None else self.pool(f).flatten(1))
 
 # %% ../../nbs/model/00_encoders.ipynb #0012
 def monai_resnet(spatial_dims:int, # 2 or 3
@@ -92,13 +119,16 @@ def make_encoder(modality:str, # 'rna', 'xray' or 'mri'
                  depth:int=2, # stride-2 blocks of the small CNN
                  stem:int=4, # stem stride of the small CNN
                  pretrained_path:str|None=None, # local weights for a ResNet backbone
-                 dropout:float=0.1) -> nn.Module:
+                 dropout:float=0.1, # MLP hidden-layer dropout
+                 in_dropout:float=0.0, # MLP input (gene) dropout in training
+                 grid:int=0, # small CNN: 0 = global average pooling, k = k cells per axis, flattened
+                 shift:int=0) -> nn.Module: # small CNN: training-time random shift, pixels
     "Build the encoder of one modality."
     if modality == 'rna':
         if not n_genes: raise ConfigError("the RNA encoder needs n_genes (the expression vector length)")
-        return MLPEncoder(n_genes, out_dim, hidden=(16 * width,), dropout=dropout)
+        return MLPEncoder(n_genes, out_dim, hidden=(16 * width,), dropout=dropout, in_dropout=in_dropout)
     if modality not in MODALITIES: raise ConfigError(f"modality {modality!r}: expected one of {', '.join(MODALITIES)}")
     sd = 2 if modality == 'xray' else 3
-    if backbone == 'small': return SmallCNN(sd, out_dim, width=width, depth=depth, stem=stem)
+    if backbone == 'small': return SmallCNN(sd, out_dim, width=width, depth=depth, stem=stem, grid=grid, shift=shift)
     if backbone.startswith('resnet'): return monai_resnet(sd, out_dim, int(backbone[6:]), pretrained_path)
     raise ConfigError(f"backbone {backbone!r}: expected 'small' or resnet10/18/34")

@@ -5,7 +5,7 @@
 # %% ../../nbs/model/02_fusion.ipynb #0002
 from __future__ import annotations
 import math, hashlib, json
-from typing import Literal
+from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,6 +32,9 @@ class ModelConfig(BaseModel):
     enc_width: int = 16
     enc_depth: int = 2
     enc_stem: int = 4
+    enc_grid: int = Field(0, ge=0, description='small CNN: 0 = global average pooling; k = k cells per axis, flattened (keeps where features are)')
+    image_shift: int = Field(0, ge=0, description='small CNN: training-time random shift of each image, up to this many pixels')
+    input_dropout: float = Field(0.0, ge=0, lt=1, description='RNA encoder: dropout on the input genes in training')
     pretrained_xray: str | None = None
     dropout: float = 0.1
     fusion_mode: Literal['organ', 'global'] = 'organ'
@@ -41,6 +44,7 @@ class ModelConfig(BaseModel):
     lambda_align: float = 1.0
     lambda_reg: float = 1.0
     beta: float = 1e-3
+    nll_beta: float = Field(0.0, ge=0, le=1, description='beta-NLL weight exponent (Seitzer et al. 2022); 0 = the Gaussian NLL')
     tau: float = 0.1
     positives: Literal['auto', 'subject', 'age'] = 'auto'
     age_how: Literal['bin', 'nearest'] = 'bin'
@@ -49,12 +53,14 @@ class ModelConfig(BaseModel):
     sigma_min: float = Field(0.5, gt=0, description='floor of the predicted sigma, years')
     age_center: float = 50.0
     age_scale: float = 20.0
+    ARCH_KEYS: ClassVar[tuple] = ('kind', 'modalities', 'organs', 'n_genes', 'latent_dim', 'proj_dim', 'backbone', 'enc_width',
+                                  'enc_depth', 'enc_stem', 'enc_grid', 'n_heads', 'n_layers', 'n_latents')
 
     def fingerprint(self) -> str:
         "Hash of the settings that shape the network's tensors: a checkpoint from another config is refused."
-        keys = ('kind', 'modalities', 'organs', 'n_genes', 'latent_dim', 'proj_dim', 'backbone', 'enc_width',
-                'enc_depth', 'enc_stem', 'n_heads', 'n_layers', 'n_latents')
-        return hashlib.sha256(json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True).encode()).hexdigest()[:16]
+        d = {k: getattr(self, k) for k in self.ARCH_KEYS if k != 'enc_grid'}
+        if self.enc_grid: d['enc_grid'] = self.enc_grid   # added later: absent at its old value, so older checkpoints keep their fingerprint
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 # %% ../../nbs/model/02_fusion.ipynb #0007
 class GaussianHead(nn.Module):
@@ -67,9 +73,11 @@ class GaussianHead(nn.Module):
         mu, raw = self.net(h).unbind(-1)
         return mu, F.softplus(raw) + self.var_min
 
-def gaussian_nll(mu, var, y):
-    "Equation 5, averaged: 0.5 log var + (mu - y)^2 / (2 var)."
-    return (0.5 * var.log() + (mu - y) ** 2 / (2 * var)).mean()
+def gaussian_nll(mu, var, y,
+                 beta:float=0.0): # beta-NLL exponent: each term weighted by var.detach() ** beta; 0 = plain NLL
+    "Equation 5, averaged: 0.5 log var + (mu - y)^2 / (2 var); with `beta > 0`, beta-NLL."
+    nll = 0.5 * var.log() + (mu - y) ** 2 / (2 * var)
+    return (nll * var.detach() ** beta).mean() if beta else nll.mean()
 
 # %% ../../nbs/model/02_fusion.ipynb #0010
 class AttentionBlock(nn.Module):
@@ -185,6 +193,7 @@ class OrganAgeModel(nn.Module):
         self.cfg, d = cfg, cfg.latent_dim
         self.encoders = nn.ModuleDict({m: make_encoder(m, d, n_genes=cfg.n_genes, backbone=cfg.backbone, width=cfg.enc_width,
                                                        depth=cfg.enc_depth, stem=cfg.enc_stem, dropout=cfg.dropout,
+                                                       in_dropout=cfg.input_dropout, grid=cfg.enc_grid, shift=cfg.image_shift,
                                                        pretrained_path=cfg.pretrained_xray if m == 'xray' else None)
                                        for m in cfg.modalities})
         self.vibs = nn.ModuleDict({m: VIB(d) for m in cfg.modalities})
@@ -235,7 +244,7 @@ class OrganAgeModel(nn.Module):
         out = self(batch, modalities)
         m = out['target_mask']
         y = (out['target'] - c.age_center) / c.age_scale
-        nll = gaussian_nll(out['mu'][m].float(), out['var'][m].float(), y[m])
+        nll = gaussian_nll(out['mu'][m].float(), out['var'][m].float(), y[m], beta=c.nll_beta)
         kl = kl_standard_normal(out['obs']['mu'].float(), out['obs']['logvar'].float())
         total = c.lambda_reg * nll + c.beta * kl
         parts = dict(nll=nll.detach(), kl=kl.detach())

@@ -37,7 +37,7 @@ def load_weights(model:OrganAgeModel, folder, prefixes:Sequence[str]|None=None, 
     meta = json.loads((folder/'model.json').read_text())
     if prefixes is None and meta['fingerprint'] != model.cfg.fingerprint():
         theirs = meta['config']; ours = model.cfg.model_dump()
-        diff = [k for k in ours if theirs.get(k) != ours[k] and k in ('kind', 'modalities', 'organs', 'n_genes', 'latent_dim', 'proj_dim', 'backbone', 'enc_width', 'enc_depth', 'enc_stem', 'n_heads', 'n_layers', 'n_latents')]
+        diff = [k for k in ours if theirs.get(k) != ours[k] and k in ModelConfig.ARCH_KEYS]
         raise ConfigError(f"{folder/'model.safetensors'}: checkpoint was made for another model configuration "
                           f"(differs in {', '.join(diff) or 'architecture'}: checkpoint {[theirs.get(k) for k in diff]}, model {[ours[k] for k in diff]})")
     sd = load_file(str(folder/'model.safetensors'))
