@@ -21,8 +21,8 @@ from .preprocess import image_transforms, PixelStandardize
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_LOADERS', 'SEX_CODES', 'resize_image', 'observation_table', 'SubjectDataset', 'SubjectView',
-           'collate_subjects']
+__all__ = ['log', 'DEFAULT_LOADERS', 'SEX_CODES', 'OBS_FIELDS', 'resize_image', 'observation_table', 'SubjectDataset',
+           'SubjectView', 'collate_subjects']
 
 # %% ../../nbs/data/08_datasets.ipynb #0006
 DEFAULT_LOADERS = {'xray': 'organage.data.chexpert:load_radiograph', 'mri': 'organage.data.ixi:load_volume'}
@@ -45,20 +45,32 @@ def resize_image(a:np.ndarray, # (H, W) or (X, Y, Z) float array
     return t[0]
 
 # %% ../../nbs/data/08_datasets.ipynb #0010
+def _age_bounds(obs:pd.DataFrame, age:np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "[lo, hi) of each age: a bracket 'lo-hi' of a 'bracket*' age_source gives [lo, hi + 1); any other age is the point [age, age]."
+    lo, hi = age.copy(), age.copy()
+    if 'age_source' in obs and 'age_bracket' in obs:
+        br = obs['age_bracket'].astype(str).str.extract(r'^\s*(\d+)\s*-\s*(\d+)\s*$').astype(float).to_numpy()
+        use = obs['age_source'].astype(str).str.startswith('bracket').to_numpy() & ~np.isnan(br).any(1)
+        lo[use], hi[use] = br[use, 0], br[use, 1] + 1
+    return lo, hi
+
 def _prefer_exact_ages(t:pd.DataFrame) -> pd.DataFrame:
-    "Replace bracket ages by the mean exact age of the same subject, where one exists."
+    "Replace bracket ages (and their bracket bounds) by the mean exact age of the same subject, where one exists."
     if t.empty or t.exact.all(): return t
     exact = t[t.exact].groupby('subject_id').age.mean()
     fill = t.subject_id.map(exact)
     use = ~t.exact & fill.notna()
-    return t.assign(age=np.where(use, fill, t.age))
+    age = np.where(use, fill, t.age)
+    out = t.assign(age=age, exact=t.exact | use)
+    if 'age_lo' in t: out = out.assign(age_lo=np.where(use, age, t.age_lo), age_hi=np.where(use, age, t.age_hi))
+    return out
 
 # %% ../../nbs/data/08_datasets.ipynb #0011
 def observation_table(adatas:dict, # {'rna'|'xray'|'mri': AnnData} with the standard obs columns
                       organs:Sequence[str]|None=None, # organ vocabulary; None = every organ found
                       subjects:Sequence[str]|None=None, # keep only these subjects (a split)
                      ) -> pd.DataFrame:
-    "One row per observation: subject_id, modality, organ, age, sex, row (position in its AnnData)."
+    "One row per observation: subject_id, modality, organ, age, sex, row (position in its AnnData), exact, age_lo, age_hi."
     frames = []
     for m, a in adatas.items():
         need = {'subject_id', 'organ', 'age'}
@@ -66,10 +78,11 @@ def observation_table(adatas:dict, # {'rna'|'xray'|'mri': AnnData} with the stan
         if miss: raise DataError("obs lacks required columns", where=f"{m} AnnData", expected=', '.join(sorted(need)), found=', '.join(sorted(a.obs.columns)))
         o = a.obs
         sex = o['sex'].astype(str).str.lower().map(SEX_CODES).fillna(-1).astype(int) if 'sex' in o else pd.Series(-1, index=o.index)
-        exact = (o['age_source'].astype(str) != 'bracket').values if 'age_source' in o else np.ones(a.n_obs, bool)
+        age = o['age'].astype(float).values
+        lo, hi = _age_bounds(o, age)
         frames.append(pd.DataFrame({'subject_id': o['subject_id'].astype(str).values, 'modality': m, 'organ': o['organ'].astype(str).values,
-                                    'age': o['age'].astype(float).values, 'sex': sex.values, 'row': np.arange(a.n_obs), 'exact': exact}))
-    t = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=['subject_id', 'modality', 'organ', 'age', 'sex', 'row', 'exact'])
+                                    'age': age, 'sex': sex.values, 'row': np.arange(a.n_obs), 'exact': lo == hi, 'age_lo': lo, 'age_hi': hi}))
+    t = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=['subject_id', 'modality', 'organ', 'age', 'sex', 'row', 'exact', 'age_lo', 'age_hi'])
     t = _prefer_exact_ages(t)
     if subjects is not None: t = t[t.subject_id.isin(set(map(str, subjects)))]
     if organs is not None:
@@ -105,6 +118,8 @@ class _Decode(Transform):
         if hasattr(x, 'as_tensor'): x = x.as_tensor()
         return torch.as_tensor(x, dtype=torch.float32).half()
 
+OBS_FIELDS = ('organ', 'age', 'sex', 'age_lo', 'age_hi')   # per-observation tensors an item and a batch carry for each modality
+
 class SubjectDataset(Dataset):
     "Subjects with their observations; item = dict of per-modality tensors of one subject. Image files that cannot be used are left out and listed in `dropped`."
     def __init__(self, adatas:dict, # {'rna'|'xray'|'mri': AnnData}; RNA X already normalised
@@ -131,7 +146,8 @@ class SubjectDataset(Dataset):
             t = table[sel]
             a = adatas[m]
             self.obs[m] = dict(row=torch.as_tensor(t.row.values), organ=torch.as_tensor(t.organ.map(org_id).values),
-                               age=torch.as_tensor(t.age.values, dtype=torch.float32), sex=torch.as_tensor(t.sex.values))
+                               age=torch.as_tensor(t.age.values, dtype=torch.float32), sex=torch.as_tensor(t.sex.values),
+                               age_lo=torch.as_tensor(t.age_lo.values, dtype=torch.float32), age_hi=torch.as_tensor(t.age_hi.values, dtype=torch.float32))
             if m == 'rna':
                 X = a.X[t.row.values]
                 X = X.toarray() if hasattr(X, 'toarray') else np.asarray(X)
@@ -202,7 +218,7 @@ class SubjectDataset(Dataset):
             x = self.data[m][idx] if m in self.data else torch.stack([self._image(m, j) for j in idx.tolist()])
             if m in self.standardize: x = self.standardize[m](x)
             item[f'{m}_x'] = x
-            for k in ('organ', 'age', 'sex'): item[f'{m}_{k}'] = self.obs[m][k][idx]
+            for k in OBS_FIELDS: item[f'{m}_{k}'] = self.obs[m][k][idx]
         return item
 
     def view(self, modalities:Sequence[str]) -> 'SubjectView':
@@ -234,7 +250,8 @@ def collate_subjects(items:list[dict]) -> dict:
         have = [(b, it) for b, it in enumerate(items) if f'{m}_x' in it]
         out[f'{m}_x'] = torch.cat([it[f'{m}_x'] for _, it in have])
         out[f'{m}_subj'] = torch.cat([torch.full((len(it[f'{m}_x']),), b, dtype=torch.long) for b, it in have])
-        for k in ('organ', 'age', 'sex'): out[f'{m}_{k}'] = torch.cat([it[f'{m}_{k}'] for _, it in have])
+        for k in OBS_FIELDS:
+            if all(f'{m}_{k}' in it for _, it in have): out[f'{m}_{k}'] = torch.cat([it[f'{m}_{k}'] for _, it in have])
     return out
 
 # %% ../../nbs/data/08_datasets.ipynb #0021

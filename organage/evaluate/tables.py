@@ -27,12 +27,14 @@ def _metrics(d:pd.DataFrame) -> dict: return error_metrics(d.mu, d.age, _PAPER_N
 
 def _table1_metrics(d:pd.DataFrame, truth:pd.DataFrame|None) -> dict:
     "Table 1's columns of one model's rows: the paper's errors, MAE over the noise floor on the same rows, sigma's coverage and ranking."
-    ratio = np.nan
+    ratio = exact = np.nan
     if truth is not None:
         nf = _noise_floor(d, truth).merge(d[['subject_id', 'organ', 'mu']].astype({'subject_id': str}), on=['subject_id', 'organ'], suffixes=('_truth', ''))
         floor = np.mean(np.abs(nf.mu_truth - nf.age)) if len(nf) else np.nan
         ratio = error_metrics(nf.mu, nf.age)['mae'] / floor if len(nf) and floor > 0 else np.nan
-    return {**_metrics(d), 'MAE_over_noise_floor': ratio, **sigma_metrics(d.mu, d.sigma, d.age)}
+        ex = d[['subject_id', 'organ', 'mu']].astype({'subject_id': str}).merge(truth[['subject_id', 'organ', 'age']].astype({'subject_id': str}), on=['subject_id', 'organ'])
+        exact = error_metrics(ex.mu, ex.age)['mae'] if len(ex) else np.nan
+    return {**_metrics(d), 'MAE_exact_age': exact, 'MAE_over_noise_floor': ratio, **sigma_metrics(d.mu, d.sigma, d.age)}
 
 def results_tables(allp:pd.DataFrame, # predictions_by_model rows
                    truth:pd.DataFrame|None=None, # simulator truth.csv (subject_id, organ, age, bio_age, ...)

@@ -15,8 +15,8 @@ from .encoders import make_encoder, MODALITIES
 from .alignment import VIB, kl_standard_normal, ProjectionHead, info_nce, positive_mask
 
 # %% auto #0
-__all__ = ['ModelConfig', 'GaussianHead', 'gaussian_nll', 'AttentionBlock', 'FusionTransformer', 'scatter_tokens', 'ConcatFusion',
-           'OrganAgeModel', 'toy_batch']
+__all__ = ['ModelConfig', 'GaussianHead', 'gaussian_nll', 'interval_nll', 'AttentionBlock', 'FusionTransformer', 'scatter_tokens',
+           'ConcatFusion', 'OrganAgeModel', 'toy_batch']
 
 # %% ../../nbs/model/02_fusion.ipynb #0005
 class ModelConfig(BaseModel):
@@ -45,6 +45,7 @@ class ModelConfig(BaseModel):
     lambda_reg: float = 1.0
     beta: float = 1e-3
     nll_beta: float = Field(0.0, ge=0, le=1, description='beta-NLL weight exponent (Seitzer et al. 2022); 0 = the Gaussian NLL')
+    age_likelihood: Literal['point', 'interval'] = Field('point', description="'point': Gaussian NLL at the target age (a bracket's midpoint); 'interval': ages known only as a bracket [lo, hi) enter as interval-censored")
     tau: float = 0.1
     positives: Literal['auto', 'subject', 'age'] = 'auto'
     age_how: Literal['bin', 'nearest'] = 'bin'
@@ -77,6 +78,22 @@ def gaussian_nll(mu, var, y,
                  beta:float=0.0): # beta-NLL exponent: each term weighted by var.detach() ** beta; 0 = plain NLL
     "Equation 5, averaged: 0.5 log var + (mu - y)^2 / (2 var); with `beta > 0`, beta-NLL."
     nll = 0.5 * var.log() + (mu - y) ** 2 / (2 * var)
+    return (nll * var.detach() ** beta).mean() if beta else nll.mean()
+
+# %% ../../nbs/model/02_fusion.ipynb #0031
+def interval_nll(mu, var, y, # predicted means and variances; target (midpoint or exact age), all on one scale
+                 lo, hi, # the interval each target is known to lie in; lo == hi for an exact age
+                 beta:float=0.0): # beta-NLL exponent, as in `gaussian_nll`
+    "Mean negative log-likelihood: interval-censored -log P(lo <= Y < hi) where hi > lo, the Gaussian NLL (`gaussian_nll`) where the age is exact."
+    sd = var.sqrt()
+    cens = hi > lo
+    a, b = (lo - mu) / sd, (hi - mu) / sd
+    flip = a > 0                                   # upper tail: P(a < Z < b) = P(-b < Z < -a), no cancellation
+    a, b = torch.where(flip, -b, a), torch.where(flip, -a, b)
+    lb, la = torch.special.log_ndtr(b), torch.special.log_ndtr(a)
+    cens_nll = -(lb + torch.log(-torch.expm1((la - lb).clamp(max=-1e-12))))
+    point_nll = 0.5 * var.log() + (mu - y) ** 2 / (2 * var)
+    nll = torch.where(cens, cens_nll, point_nll)
     return (nll * var.detach() ** beta).mean() if beta else nll.mean()
 
 # %% ../../nbs/model/02_fusion.ipynb #0010
@@ -209,13 +226,14 @@ class OrganAgeModel(nn.Module):
         "Encode every observation of the used modalities: latents and their metadata, concatenated."
         use = [m for m in self.cfg.modalities if (modalities is None or m in modalities)
                and f'{m}_x' in batch and batch[f'{m}_x'].shape[0] > 0]
-        parts = {k: [] for k in ('z', 'mu', 'logvar', 'subj', 'mod', 'organ', 'age', 'sex', 'proj')}
+        parts = {k: [] for k in ('z', 'mu', 'logvar', 'subj', 'mod', 'organ', 'age', 'sex', 'age_lo', 'age_hi', 'proj')}
         for m in use:
             z, mu, lv = self.vibs[m](self.encoders[m](batch[f'{m}_x'].float()))
             n = z.shape[0]
             parts['z'].append(z); parts['mu'].append(mu); parts['logvar'].append(lv)
             parts['mod'].append(torch.full((n,), MODALITIES.index(m), dtype=torch.long, device=z.device))
             for k in ('subj', 'organ', 'age', 'sex'): parts[k].append(batch[f'{m}_{k}'])
+            for k in ('age_lo', 'age_hi'): parts[k].append(batch.get(f'{m}_{k}', batch[f'{m}_age']))   # no bounds given: exact ages
             if self.cfg.kind == 'aligned': parts['proj'].append(self.projs[m](z))
         if not use: raise ValueError("batch holds no observation of the model's modalities")
         return {k: torch.cat(v) for k, v in parts.items() if v}
@@ -236,7 +254,11 @@ class OrganAgeModel(nn.Module):
         age_sum = obs['age'].new_zeros(B * n_org).index_add_(0, cell, obs['age'].float())
         cnt = obs['age'].new_zeros(B * n_org).index_add_(0, cell, torch.ones_like(obs['age'], dtype=torch.float))
         target = (age_sum / cnt.clamp(min=1)).view(B, n_org)
-        return dict(mu=mu, var=var, target=target, target_mask=(cnt > 0).view(B, n_org), obs=obs)
+        # the interval every observation of a cell agrees on: [max lo, min hi); exact ages make it a point
+        lo = obs['age'].new_full((B * n_org,), -float('inf')).scatter_reduce(0, cell, obs['age_lo'].float(), 'amax')
+        hi = obs['age'].new_full((B * n_org,), float('inf')).scatter_reduce(0, cell, obs['age_hi'].float(), 'amin')
+        return dict(mu=mu, var=var, target=target, target_lo=lo.view(B, n_org), target_hi=hi.view(B, n_org),
+                    target_mask=(cnt > 0).view(B, n_org), obs=obs)
 
     def loss(self, batch:dict, modalities=None) -> dict:
         "Equation 6 (+ beta KL): lambda_align * InfoNCE + lambda_reg * NLL + beta * KL, with its parts."
@@ -244,7 +266,10 @@ class OrganAgeModel(nn.Module):
         out = self(batch, modalities)
         m = out['target_mask']
         y = (out['target'] - c.age_center) / c.age_scale
-        nll = gaussian_nll(out['mu'][m].float(), out['var'][m].float(), y[m], beta=c.nll_beta)
+        if c.age_likelihood == 'interval':
+            lo, hi = ((out[k][m] - c.age_center) / c.age_scale for k in ('target_lo', 'target_hi'))
+            nll = interval_nll(out['mu'][m].float(), out['var'][m].float(), y[m], lo.float(), hi.float(), beta=c.nll_beta)
+        else: nll = gaussian_nll(out['mu'][m].float(), out['var'][m].float(), y[m], beta=c.nll_beta)
         kl = kl_standard_normal(out['obs']['mu'].float(), out['obs']['logvar'].float())
         total = c.lambda_reg * nll + c.beta * kl
         parts = dict(nll=nll.detach(), kl=kl.detach())
