@@ -329,6 +329,9 @@ def _transform(self:ExpressionPreprocessor, adata, # AnnData of counts (samples 
                       unadjusted_samples=int((~adj).sum()))
         if (~seen).any(): log.warning("ComBat: %d of %d samples are from batches the training never saw (%s); not batch-adjusted",
                                       (~seen).sum(), len(seen), ', '.join(unseen[:5]))
+        if (seen & ~adj).any() and len(self.combat_.batches) > 1:
+            log.warning("ComBat: %d samples have covariate levels (%s) the training never saw; not batch-adjusted",
+                        (seen & ~adj).sum(), ', '.join(self.combat_.covariates))
     if self.scale: T = (T - self.mean_)/self.sd_
     T[smiss] = np.broadcast_to(0.0 if self.scale else self.mean_, T.shape)[smiss]   # the training reference of each gene
     if smiss.any(): log.warning("expression: %d of %d samples miss some of the model's genes (up to %.1f%%); imputed with the training mean",
