@@ -122,7 +122,9 @@ def fit_combat(X:np.ndarray, # training samples x genes, log scale
                covariates:Sequence[str]=(), # columns whose differences ComBat preserves (used when present and varying)
               ) -> ComBatFit:
     "ComBat's standardisation and empirical-Bayes batch effects, fitted on these (training) samples only."
-    from scanpy.preprocessing._combat import _it_sol, _aprior, _bprior   # scanpy's EB solver and priors (Johnson et al. 2007)
+    try: from scanpy.preprocessing._combat import _it_sol, _aprior, _bprior   # scanpy's EB solver and priors (Johnson et al. 2007)
+    except ImportError as e:   # a private module: say what to do if a scanpy release moves it
+        raise ImportError(f"ComBat uses scanpy's empirical-Bayes solver (scanpy.preprocessing._combat), not found in this scanpy: {e}") from e
     if key not in obs.columns:
         raise DataError(f"batch column {key!r} missing", where='obs', found=', '.join(map(str, obs.columns[:12])))
     X = np.asarray(X, np.float64)
