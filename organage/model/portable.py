@@ -414,6 +414,7 @@ def predict(model, # a `PortableModel` or its folder
             out=None, # folder for predictions.csv, predictions.h5ad, dropped_files.csv, predict.json (None: write nothing)
             batch_size:int=64, device:str='cpu',
             max_imputed_share:float=0.5, # refuse expression missing more of the model's genes than this
+            modalities:list|None=None, # use only these of the data's modalities (default: every one the model reads)
             loaders:dict|None=None, cache_gb:float=1.0) -> pd.DataFrame:
     "Organ ages of new subjects with nothing refitted: one row per (subject, organ) with raw and corrected age, gap, z, calibrated interval, inputs used and flags."
     from organage.core import pick_device
@@ -421,10 +422,10 @@ def predict(model, # a `PortableModel` or its folder
     from organage.model.predict import predict_dataset
     t0 = time.perf_counter()
     pm = model if isinstance(model, PortableModel) else load_portable(model)
-    if isinstance(data, dict): adatas = dict(data)
+    if isinstance(data, dict): adatas = {m: a for m, a in data.items() if modalities is None or m in modalities}
     else:
-        from organage.data.cohort import read_cohort
-        adatas = read_cohort(data)
+        from organage.data.cohort import read_cohort, cohort_parts
+        adatas = read_cohort(data, [m for m in cohort_parts(data) if modalities is None or m in modalities])
     ignored = sorted(m for m in adatas if m not in pm.modalities)
     if ignored: log.warning("modalities the model does not read are ignored: %s", ', '.join(ignored))
     adatas = {m: a for m, a in adatas.items() if m in pm.modalities and a.n_obs > 0}
@@ -433,7 +434,9 @@ def predict(model, # a `PortableModel` or its folder
     adatas, ages = _with_ages(adatas)
     info = {}
     if 'rna' in adatas:
-        adatas['rna'] = pm.expression.transform(adatas['rna'], max_imputed_share=max_imputed_share)
+        try: adatas['rna'] = pm.expression.transform(adatas['rna'], max_imputed_share=max_imputed_share)
+        except DataError as e:
+            raise DataError(f"{e}; to predict from the other modalities only, pass modalities= (organage predict --modalities xray mri)") from None
         info['expression'] = adatas['rna'].uns.get('expression', {})
     g = pm.meta['geometry']
     ds = SubjectDataset(adatas, pm.organs, None, image_size=g['image_size'], volume_size=g['volume_size'], loaders=loaders,
