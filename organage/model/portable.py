@@ -456,7 +456,7 @@ def predict(model, # a `PortableModel` or its folder
 def _result_table(pm:PortableModel, raw:pd.DataFrame, ds, adatas:dict, ages:pd.Series, dropped:pd.DataFrame) -> pd.DataFrame:
     "The raw network rows with calibration, the inputs each row used, and the flags."
     if raw.empty: return pd.DataFrame(columns=PREDICTION_COLUMNS)
-    r = raw.drop(columns='age').assign(age=raw.subject_id.map(ages).to_numpy(float))
+    r = raw.assign(age=raw.age.where(raw.subject_id.map(ages).notna().to_numpy()))   # the network's age of the organ (mean of its observations); NaN: none given
     r = apply_calibration(r, pm.calibration)
     t = ds.table
     per = t.groupby(['subject_id', 'organ']).agg(organ_modalities=('modality', lambda s: '+'.join(sorted(set(s)))), n_observations=('modality', 'size'))
