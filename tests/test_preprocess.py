@@ -132,7 +132,9 @@ def test_errors():
     with pytest.raises(ConfigError): ExpressionPreprocessor(method='tpm')
     with pytest.raises(ConfigError, match='before fit'): ExpressionPreprocessor().transform(a)
     p = ExpressionPreprocessor(method='logcpm').fit(a)
-    with pytest.raises(DataError, match='genes seen in training are missing'): p.transform(a[:, :10].copy())
+    # missing training genes are imputed up to max_missing_share, refused past it with the samples named
+    with pytest.raises(DataError, match=r"80 samples miss too many of the model's genes.*c0 \(92%\)"): p.transform(a[:, :10].copy())
+    assert p.transform(a[:, 5:].copy()).obs.genes_imputed_share.max() <= 0.2
     bad = a.copy(); bad.X[0, 0] = -1
     with pytest.raises(DataError, match='negative'): ExpressionPreprocessor(method='logcpm').fit(bad)
 

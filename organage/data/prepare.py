@@ -13,7 +13,8 @@ from .datasets import SubjectDataset
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'DROPPED_COLUMNS', 'split_table', 'preprocess_rna', 'CohortData', 'split_adata', 'split_images']
+__all__ = ['log', 'DROPPED_COLUMNS', 'split_table', 'fit_rna_preprocessor', 'preprocess_rna', 'CohortData', 'split_adata',
+           'split_images']
 
 # %% ../../nbs/data/09_prepare.ipynb #9fce2399
 def split_table(adatas:dict, cfg:RunConfig, tcfg:TrainConfig) -> pd.DataFrame:
@@ -23,17 +24,22 @@ def split_table(adatas:dict, cfg:RunConfig, tcfg:TrainConfig) -> pd.DataFrame:
     s = split_subjects(adatas, fractions=f, seed=cfg.seed)
     return pd.DataFrame({'subject_id': s.index.astype(str), 'split': s.values.astype(str)})
 
-def preprocess_rna(rna, # expression AnnData, X = counts
-                   train_subjects, # subjects whose samples fit every statistic
-                   cfg:RunConfig, tcfg:TrainConfig):
-    "Counts -> VST or log-CPM, ComBat over `batch`, top `cfg.n_genes` genes, z-scored; fitted on training samples only."
+def fit_rna_preprocessor(rna, # expression AnnData, X = counts
+                         train_subjects, # subjects whose samples fit every statistic
+                         cfg:RunConfig, tcfg:TrainConfig):
+    "The run's `ExpressionPreprocessor` (VST or log-CPM, ComBat over `batch`, top `cfg.n_genes` genes, z-scored), fitted on training samples only."
     from organage.data.preprocess import ExpressionPreprocessor
     combat = 'batch' if tcfg.combat and 'batch' in rna.obs and rna.obs['batch'].nunique() > 1 else None
     tr = rna.obs.subject_id.astype(str).isin(set(map(str, train_subjects))).values
     if tr.sum() < 3: raise DataError("fewer than three training RNA samples", where='rna AnnData')
     pre = ExpressionPreprocessor(method=tcfg.rna_method, combat_key=combat, n_top_genes=cfg.n_genes, scale=True, seed=cfg.seed)
-    pre.fit(rna[tr])
-    return pre.transform(rna)
+    return pre.fit(rna[tr])
+
+def preprocess_rna(rna, # expression AnnData, X = counts
+                   train_subjects, # subjects whose samples fit every statistic
+                   cfg:RunConfig, tcfg:TrainConfig):
+    "Counts -> VST or log-CPM, ComBat over `batch`, top `cfg.n_genes` genes, z-scored; fitted on training samples only."
+    return fit_rna_preprocessor(rna, train_subjects, cfg, tcfg).transform(rna)
 
 # %% ../../nbs/data/09_prepare.ipynb #5461e47b
 DROPPED_COLUMNS = ['split', 'modality', 'subject_id', 'path', 'stage', 'error']
@@ -65,8 +71,10 @@ class CohortData:
         if sp.exists(): self.splits = pd.read_csv(sp, dtype={'subject_id': str})
         else: self.splits = split_table(adatas, cfg, tcfg); write_csv(self.splits, sp)
         tr = self.splits.subject_id[self.splits.split == 'train']
+        self.preprocessors = {}   # fitted preprocessing a portable model saves ({'rna': ExpressionPreprocessor})
         if 'rna' in adatas:
-            adatas['rna'] = preprocess_rna(adatas['rna'], tr, cfg, tcfg)
+            self.preprocessors['rna'] = fit_rna_preprocessor(adatas['rna'], tr, cfg, tcfg)
+            adatas['rna'] = self.preprocessors['rna'].transform(adatas['rna'])
             gp = run_dir/'rna_genes.txt'
             genes = '\n'.join(map(str, adatas['rna'].var_names))
             if not gp.exists(): gp.write_text(genes)

@@ -4,8 +4,9 @@
 
 # %% ../../nbs/data/06_preprocess.ipynb #0003
 from __future__ import annotations
-import logging, warnings
+import json, logging, re, warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
@@ -14,25 +15,169 @@ from ..core import ConfigError, DataError, NotEnoughDataError
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'MNI_CENTRE', 'log_cpm', 'ExpressionPreprocessor', 'combat_correct', 'TopPercentNormalize', 'otsu_threshold',
-           'BrainMask', 'common_grid', 'has_geometry', 'nifti_image', 'fov_centre', 'block_mean', 'resample_to_grid',
-           'mni_template', 'register_to_template', 'ToGrid', 'radiograph_transform', 'volume_transform',
-           'image_transforms', 'PixelStandardize']
+__all__ = ['log', 'EXPRESSION_STATE_FORMAT', 'MNI_CENTRE', 'log_cpm', 'gene_key', 'ComBatFit', 'fit_combat', 'combat_correct',
+           'ExpressionPreprocessor', 'TopPercentNormalize', 'otsu_threshold', 'BrainMask', 'common_grid',
+           'has_geometry', 'nifti_image', 'fov_centre', 'block_mean', 'resample_to_grid', 'mni_template',
+           'register_to_template', 'ToGrid', 'radiograph_transform', 'volume_transform', 'image_transforms',
+           'PixelStandardize']
 
 # %% ../../nbs/data/06_preprocess.ipynb #0007
 def _dense(X) -> np.ndarray:
     return np.asarray(X.toarray() if hasattr(X, 'toarray') else X, dtype=np.float64)
 
-def _check_counts(X, where, counts=True):
-    if not np.isfinite(X).all(): raise DataError("expression has missing or infinite values", where=where)
+def _check_counts(X, where, counts=True, missing_ok=False):
+    "Refuse infinite (and, unless `missing_ok`, NaN) values, and negative counts."
+    bad = np.isinf(X) if missing_ok else ~np.isfinite(X)
+    if bad.any(): raise DataError("expression has missing or infinite values", where=where)
     if counts and (X < 0).any(): raise DataError("expression has negative values", where=where, expected='raw counts (>= 0)',
-                                      found=f"minimum {X.min():.3g}")
+                                      found=f"minimum {np.nanmin(X):.3g}")
 
 def log_cpm(X:np.ndarray, # samples x genes counts
             prior:float=1.0) -> np.ndarray:
     "log2(CPM + prior), each sample scaled by its own total."
     lib = X.sum(1, keepdims=True)
     return np.log2(X/np.where(lib > 0, lib, 1)*1e6 + prior)
+
+# %% ../../nbs/data/06_preprocess.ipynb #ex02
+_VERSIONED = re.compile(r'^(ENS[A-Z]*[GT]\d+)\.\d+$')
+
+def gene_key(ids) -> np.ndarray:
+    "Ids to match genes on: Ensembl-like ids lose a trailing `.digits` version (`ENSG00000141510.15` -> `ENSG00000141510`); others stay."
+    return np.array([m.group(1) if (m := _VERSIONED.match(s)) else s for s in map(str, ids)], dtype=object)
+
+def _gene_index(ids, where:str) -> pd.Index:
+    "`gene_key(ids)` as an index; ids that collide once their versions are removed are an error naming them."
+    ids = np.asarray(list(map(str, ids)), dtype=object)
+    k = pd.Index(gene_key(ids))
+    if k.has_duplicates:
+        dup = np.asarray(k.duplicated(keep=False))
+        ex = pd.Series(ids[dup]).groupby(np.asarray(k)[dup]).agg(' = '.join)
+        raise DataError("gene ids repeat once their version suffixes are removed", where=where, expected='one column per gene',
+                        found=f"{len(ex)} repeated genes, e.g. {'; '.join(ex.iloc[:3])}")
+    return k
+
+# %% ../../nbs/data/06_preprocess.ipynb #ex04
+_SMALL = '_small_batches'
+
+@dataclass
+class ComBatFit:
+    "ComBat's model fitted on reference (training) samples; `apply` corrects any sample on its own, estimating nothing from it."
+    key: str                # obs column with the batch
+    batches: list           # batch levels of the fit (`_small_batches` for the pooled ones), sorted
+    pooled: list            # training batches under 2 samples, pooled into `_small_batches`
+    covariates: list        # obs columns whose effects are modelled (and preserved)
+    levels: list            # each covariate's training levels; the first is the reference
+    grand_mean: np.ndarray  # (genes,) mean over the batches, weighted by their training sizes
+    beta: np.ndarray        # (covariate dummies, genes) covariate effects
+    var_pooled: np.ndarray  # (genes,) pooled residual variance
+    gamma: np.ndarray       # (batches, genes) empirical-Bayes additive batch effects, standardised scale
+    delta: np.ndarray       # (batches, genes) empirical-Bayes multiplicative batch effects
+    info: dict = field(default_factory=dict)  # what the fit did (reported in `uns['preprocess']['combat']`)
+
+    def subset(self, genes) -> ComBatFit:
+        "The fit restricted to some genes (ComBat's per-gene parameters do not depend on each other once fitted)."
+        g = np.asarray(genes)
+        return ComBatFit(self.key, self.batches, self.pooled, self.covariates, self.levels, self.grand_mean[g], self.beta[:, g],
+                         self.var_pooled[g], self.gamma[:, g], self.delta[:, g], dict(self.info))
+
+    def labels(self, obs:pd.DataFrame) -> np.ndarray:
+        "Each sample's batch as the fit names it (training-pooled batches -> `_small_batches`); '' when obs has no batch column."
+        if self.key not in obs.columns: return np.full(len(obs), '', dtype=object)
+        b = obs[self.key].astype(str).to_numpy(dtype=object)
+        return np.where(np.isin(b, self.pooled), _SMALL, b)
+
+    def apply(self, X:np.ndarray, # samples x genes, log scale, the fitted genes
+              obs:pd.DataFrame, # the samples' batch and covariate columns
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        "(corrected X, batch seen in training, adjusted) per sample; a sample of an unseen batch or covariate level is returned as it is."
+        X = np.asarray(X, np.float64)
+        b = self.labels(obs)
+        seen = np.isin(b, self.batches)
+        C, known = _dummies(obs, self.covariates, self.levels)
+        adj = seen & known & (len(self.batches) > 1)
+        Y = X.copy()
+        if adj.any():
+            bi = np.searchsorted(self.batches, b[adj])
+            sd = np.sqrt(self.var_pooled)
+            sm = self.grand_mean + C[adj] @ self.beta
+            with np.errstate(divide='ignore', invalid='ignore'):
+                s = np.where(self.var_pooled == 0, 0, (X[adj] - sm)/sd)
+            Y[adj] = (s - self.gamma[bi])/np.sqrt(self.delta[bi])*sd + sm
+        return Y, seen, adj
+
+def _dummies(obs:pd.DataFrame, covs, levels) -> tuple[np.ndarray, np.ndarray]:
+    "Covariate indicators without each covariate's first level, and whether every level of a sample is known."
+    cols, known = [np.zeros((len(obs), 0))], np.ones(len(obs), bool)
+    for c, lev in zip(covs, levels):
+        if c not in obs.columns: known[:] = False; cols.append(np.zeros((len(obs), len(lev) - 1))); continue
+        v = obs[c].astype(str).to_numpy(dtype=object)
+        known &= np.isin(v, lev)
+        cols.append((v[:, None] == np.asarray(lev[1:], dtype=object)[None]).astype(np.float64))
+    return np.concatenate(cols, 1), known
+
+# %% ../../nbs/data/06_preprocess.ipynb #ex06
+def fit_combat(X:np.ndarray, # training samples x genes, log scale
+               obs:pd.DataFrame, # training obs with the batch column and covariates
+               key:str, # batch column
+               covariates:Sequence[str]=(), # columns whose differences ComBat preserves (used when present and varying)
+              ) -> ComBatFit:
+    "ComBat's standardisation and empirical-Bayes batch effects, fitted on these (training) samples only."
+    from scanpy.preprocessing._combat import _it_sol, _aprior, _bprior   # scanpy's EB solver and priors (Johnson et al. 2007)
+    if key not in obs.columns:
+        raise DataError(f"batch column {key!r} missing", where='obs', found=', '.join(map(str, obs.columns[:12])))
+    X = np.asarray(X, np.float64)
+    raw = obs[key].astype(str).to_numpy(dtype=object)
+    lv, cnt = np.unique(raw, return_counts=True)
+    pooled = sorted(map(str, lv[cnt < 2]))
+    b = np.where(np.isin(raw, pooled), _SMALL, raw)
+    fit = np.ones(len(b), bool)
+    info = dict(key=key, covariates=[], batches=0, pooled_samples=int(np.isin(raw, pooled).sum()), unfitted_samples=0)
+    if pooled:
+        log.warning("ComBat on %d samples: %d samples in batches with fewer than 2 samples pooled into '%s'", len(b), len(pooled), _SMALL)
+    if len(pooled) == 1:   # a pool of one sample has no variance to fit: leave it out, adjust it like an unseen batch
+        fit = b != _SMALL; info['unfitted_samples'] = 1
+        log.warning("ComBat: the only sample of batch %r cannot be fitted; it is not batch-adjusted", pooled[0])
+    Xf, bf, o = X[fit], b[fit], obs[fit]
+    batches = sorted(map(str, set(bf)))
+    covs = [c for c in covariates if c in obs.columns and o[c].astype(str).nunique() > 1]
+    levels = [sorted(map(str, o[c].astype(str).unique())) for c in covs]
+    g, nb = X.shape[1], len(batches)
+    info['batches'] = nb
+    if nb < 2:   # one batch: nothing to correct
+        return ComBatFit(key, batches, pooled, [], [], Xf.mean(0), np.zeros((0, g)), Xf.var(0), np.zeros((nb, g)), np.ones((nb, g)), info)
+    B = (bf[:, None] == np.asarray(batches, dtype=object)[None]).astype(np.float64)
+    C, _ = _dummies(o, covs, levels)
+    D = np.concatenate([B, C], 1)
+    if covs and np.linalg.matrix_rank(D) < D.shape[1]:
+        # a covariate level confined to one batch (common with few samples): batch and covariate are not separable,
+        # so correct without covariates rather than fail, and say so
+        log.warning("ComBat: batch %r and covariates %s are confounded in these %d samples; corrected without covariates", key, covs, len(bf))
+        info['confounded_covariates'] = covs
+        covs, levels, C, D = [], [], C[:, :0], B
+    info['covariates'] = list(covs)
+    bhat = np.linalg.inv(D.T @ D) @ D.T @ Xf                 # (batches + dummies, genes), as scanpy's _standardize_data
+    n_i = B.sum(0)
+    grand = (n_i/n_i.sum()) @ bhat[:nb]
+    var = ((Xf - D @ bhat)**2).mean(0)
+    sm = grand + C @ bhat[nb:]
+    with np.errstate(divide='ignore', invalid='ignore'): s = np.where(var == 0, 0, (Xf - sm)/np.sqrt(var))
+    gamma_hat = np.linalg.inv(B.T @ B) @ B.T @ s
+    ok = var > 0
+    gamma, delta = np.zeros((nb, g)), np.ones((nb, g))
+    for i in range(nb):
+        r = B[:, i] == 1
+        gh, dh = gamma_hat[i, ok], pd.Series(s[r][:, ok].var(0, ddof=1))
+        gamma[i, ok], delta[i, ok] = _it_sol(s[r][:, ok].T, gh, dh.to_numpy(), g_bar=gh.mean(), t2=gh.var(), a=_aprior(dh), b=_bprior(dh))
+    return ComBatFit(key, batches, pooled, list(covs), levels, grand, bhat[nb:], var, gamma, delta, info)
+
+def combat_correct(X:np.ndarray, # samples x genes, log scale
+                   obs:pd.DataFrame, # with the batch column and covariates
+                   key:str, # batch column
+                   covariates:Sequence[str]=(), # columns whose differences ComBat preserves (used when present and varying)
+                  ) -> tuple[np.ndarray, dict]:
+    "ComBat fitted on this matrix and applied to it (what `sc.pp.combat` does); batches under 2 samples pooled. Returns (X, info)."
+    f = fit_combat(X, obs, key, covariates)
+    return f.apply(X, obs)[0], f.info
 
 # %% ../../nbs/data/06_preprocess.ipynb #0009
 @dataclass
@@ -51,18 +196,30 @@ class ExpressionPreprocessor:
     vst_design: str|None = 'tissue'      # obs column modelled when fitting dispersions (when present, >1 level)
     prior: float = 1.0                   # log-CPM pseudo-count
     seed: int = 0
+    max_missing_share: float = 0.2       # transform refuses a sample missing more than this share of the selected genes
 
     def __post_init__(self):
         if self.method not in ('vst', 'logcpm', 'none'): raise ConfigError(f"method {self.method!r}: expected 'vst', 'logcpm' or 'none'")
         if self.n_top_genes is not None and self.n_top_genes < 1: raise ConfigError(f"n_top_genes={self.n_top_genes}: expected >= 1")
+        if not 0 <= self.max_missing_share < 1: raise ConfigError(f"max_missing_share={self.max_missing_share}: expected 0 <= share < 1")
 
-    def _transform_matrix(self, X):
-        "Transform counts of the filtered genes (samples x kept genes) with the fitted parameters."
-        if self.method == 'logcpm': return log_cpm(X, self.prior)
+    def _transform_matrix(self, X, # counts of the kept genes (samples x kept genes), 0 where missing
+                          miss=None): # True where a gene is missing for a sample (None: nothing missing)
+        "Transform counts of the filtered genes with the fitted parameters; library sizes from the genes present."
         if self.method == 'none': return X.copy()
-        from pydeseq2.preprocessing import deseq2_norm_transform
+        if self.method == 'logcpm':
+            if miss is None or not miss.any(): return log_cpm(X, self.prior)
+            # a sample's library is estimated from the genes it has, rescaled by the share of training counts those genes carry
+            part = np.where(miss.any(1), np.where(miss, 0, self.count_share_).sum(1), 1.0)[:, None]
+            lib = X.sum(1, keepdims=True)/part
+            return np.log2(X/np.where(lib > 0, lib, 1)*1e6 + self.prior)
         with np.errstate(divide='ignore', invalid='ignore'):
-            normed, _ = deseq2_norm_transform(X, self.logmeans_, self.filtered_)
+            lr = np.log(X[:, self.filtered_]) - self.logmeans_[self.filtered_]   # pydeseq2's median of ratios ...
+            if miss is not None and miss.any():                                   # ... over the genes each sample has
+                lr = np.where(miss[:, self.filtered_], np.nan, lr)
+                med = np.nanmedian(lr, 1)
+            else: med = np.median(lr, 1)
+            normed = X/np.exp(med)[:, None]
         if self.vst_used_ == 'parametric':  # DESeq2's closed form for dispersion = a0 + a1/mean
             a0, a1 = self.vst_trend_
             return np.log2((1 + a1 + 2*a0*normed + 2*np.sqrt(a0*normed*(1 + a1 + a0*normed)))/(4*a0))
@@ -74,7 +231,8 @@ def _fit(self:ExpressionPreprocessor, train, # training AnnData: X = raw counts 
         ) -> ExpressionPreprocessor:
     X = _dense(train.X); _check_counts(X, 'training AnnData .X', self.method != 'none')
     if train.n_obs < 3: raise NotEnoughDataError(f"{train.n_obs} training samples: need at least 3 to fit expression preprocessing")
-    self.genes_in_ = np.asarray(train.var_names)
+    self.genes_in_ = np.asarray(list(map(str, train.var_names)), dtype=object)
+    _gene_index(self.genes_in_, 'training AnnData var_names')
     if self.method == 'none': keep = np.ones(X.shape[1], bool)
     else:
         cpm = X/np.maximum(X.sum(1, keepdims=True), 1)*1e6
@@ -82,16 +240,22 @@ def _fit(self:ExpressionPreprocessor, train, # training AnnData: X = raw counts 
     if keep.sum() < 2: raise NotEnoughDataError(f"{keep.sum()} genes pass the expression filter (min_cpm={self.min_cpm}, min_frac={self.min_frac})")
     self.filtered_out_ = int((~keep).sum())
     self.kept_ = np.nonzero(keep)[0]
-    if self.method == 'vst': self._fit_vst(X[:, self.kept_], train.obs)
-    T = self._correct(self._transform_matrix(X[:, self.kept_]), train.obs)
+    Xk = X[:, self.kept_]
+    self.count_share_ = (Xk/np.maximum(Xk.sum(1, keepdims=True), 1)).mean(0) if self.method == 'logcpm' else None
+    if self.method == 'vst': self._fit_vst(Xk, train.obs)
+    T = self._transform_matrix(Xk)
+    self.combat_ = fit_combat(T, train.obs, self.combat_key, self.combat_covariates) if self.combat_key else None
+    if self.combat_: T = self.combat_.apply(T, train.obs)[0]
     sel = np.arange(T.shape[1])
     if self.n_top_genes is not None and self.n_top_genes < T.shape[1]:
         sel = np.sort(np.argsort(-T.var(0), kind='stable')[:self.n_top_genes])
     self.selected_ = sel
     self.genes_out_ = self.genes_in_[self.kept_][sel]
+    if self.combat_: self.combat_ = self.combat_.subset(sel)   # only the selected genes are ever corrected again
     T = T[:, sel]
     self.mean_, self.sd_ = T.mean(0), T.std(0)
     self.sd_[self.sd_ == 0] = 1.0
+    self.n_train_ = int(train.n_obs)
     self.fitted_ = True
     return self
 ExpressionPreprocessor.fit = _fit
@@ -132,71 +296,148 @@ def _fit_vst(self:ExpressionPreprocessor, X:np.ndarray, # training counts of the
 ExpressionPreprocessor._fit_vst = _fit_vst
 
 # %% ../../nbs/data/06_preprocess.ipynb #0012
-def _transform(self:ExpressionPreprocessor, adata, # AnnData with the training genes; X = raw counts
+def _transform(self:ExpressionPreprocessor, adata, # AnnData of counts (samples x genes, ids matched ignoring versions)
               ):
-    "A new AnnData (same obs) with X = preprocessed expression over the kept genes; counts move to layers['counts']."
+    "A new AnnData (same obs + flags) with X = preprocessed expression over the selected training genes; counts in layers['counts']."
     import anndata as ad
     if not getattr(self, 'fitted_', False): raise ConfigError("ExpressionPreprocessor.transform called before fit")
-    miss = np.setdiff1d(self.genes_in_, np.asarray(adata.var_names))
-    if len(miss): raise DataError("genes seen in training are missing", where='AnnData var_names',
-                                  expected=f"the {len(self.genes_in_)} training genes", found=f"{len(miss)} missing, e.g. {', '.join(miss[:3])}")
-    X = _dense(adata[:, self.genes_in_].X); _check_counts(X, 'AnnData .X', self.method != 'none')
-    T = self._correct(self._transform_matrix(X[:, self.kept_]), adata.obs)[:, self.selected_]
+    keys, train_keys = _gene_index(adata.var_names, 'AnnData var_names'), pd.Index(gene_key(self.genes_in_))
+    pos = keys.get_indexer(train_keys[self.kept_])
+    have = pos >= 0
+    X = np.full((adata.n_obs, len(self.kept_)), np.nan)
+    if have.any(): X[:, have] = _dense(adata.X[:, pos[have]])
+    _check_counts(X, 'AnnData .X', self.method != 'none', missing_ok=True)
+    miss = np.isnan(X)
+    smiss = miss[:, self.selected_]
+    share = smiss.mean(1)
+    if (bad := share > self.max_missing_share).any():
+        ex = ', '.join(f"{s} ({v:.0%})" for s, v in zip(adata.obs_names[bad][:5], share[bad][:5]))
+        raise DataError(f"{bad.sum()} samples miss too many of the model's genes", where='AnnData var_names',
+                        expected=f"at most {self.max_missing_share:.0%} of the {len(self.selected_)} selected training genes per sample",
+                        found=ex + (', ...' if bad.sum() > 5 else ''))
+    if self.method == 'vst' and (nosf := miss[:, self.filtered_].all(1)).any():
+        raise DataError("no gene of the DESeq2 size-factor reference present", where='AnnData var_names',
+                        found=', '.join(map(str, adata.obs_names[nosf][:5])))
+    T = self._transform_matrix(np.where(miss, 0, X), miss)[:, self.selected_]
+    combat = {}
+    if self.combat_ is not None:
+        if self.combat_key not in adata.obs.columns:
+            log.warning("ComBat: no %r column; no sample is batch-adjusted", self.combat_key)
+        T, seen, adj = self.combat_.apply(T, adata.obs)
+        unseen = sorted(set(self.combat_.labels(adata.obs)[~seen]))
+        combat = dict(self.combat_.info, unseen_batch_samples=int((~seen).sum()), unseen_batches=unseen[:20],
+                      unadjusted_samples=int((~adj).sum()))
+        if (~seen).any(): log.warning("ComBat: %d of %d samples are from batches the training never saw (%s); not batch-adjusted",
+                                      (~seen).sum(), len(seen), ', '.join(unseen[:5]))
+        if (seen & ~adj).any() and len(self.combat_.batches) > 1:
+            log.warning("ComBat: %d samples have covariate levels (%s) the training never saw; not batch-adjusted",
+                        (seen & ~adj).sum(), ', '.join(self.combat_.covariates))
     if self.scale: T = (T - self.mean_)/self.sd_
-    out = ad.AnnData(T.astype(np.float32), obs=adata.obs.copy(), var=adata[:, self.genes_out_].var.copy())
-    out.layers['counts'] = adata[:, self.genes_out_].X.copy()
+    T[smiss] = np.broadcast_to(0.0 if self.scale else self.mean_, T.shape)[smiss]   # the training reference of each gene
+    if smiss.any(): log.warning("expression: %d of %d samples miss some of the model's genes (up to %.1f%%); imputed with the training mean",
+                                (share > 0).sum(), len(share), 100*share.max())
+    psel = pos[self.selected_]
+    var = adata.var.reset_index(drop=True).reindex(psel)   # absent genes: empty rows
+    var.index = pd.Index(self.genes_out_)
+    obs = adata.obs.copy()
+    obs['genes_imputed_share'] = share
+    if self.combat_ is not None: obs['batch_seen'], obs['batch_adjusted'] = seen, adj
+    out = ad.AnnData(T.astype(np.float32), obs=obs, var=var)
+    out.layers['counts'] = X[:, self.selected_].astype(np.float32)   # NaN where the gene is missing
     out.uns['preprocess'] = dict(method=self.method, genes_filtered=self.filtered_out_, n_genes=int(len(self.genes_out_)),
-                                 combat_key=self.combat_key, scale=self.scale, **({'combat': self.combat_info_} if self.combat_key else {}))
+                                 combat_key=self.combat_key, scale=self.scale, genes_extra=int((~keys.isin(train_keys)).sum()),
+                                 genes_missing=int((~have[self.selected_]).sum()), genes_imputed=int(smiss.sum()),
+                                 samples_imputed=int((share > 0).sum()), max_missing_share=self.max_missing_share,
+                                 **({'combat': combat} if self.combat_key else {}))
     return out
 ExpressionPreprocessor.transform = _transform
 ExpressionPreprocessor.fit_transform = lambda self, adata: self.fit(adata).transform(adata)
 
-# %% ../../nbs/data/06_preprocess.ipynb #0013
-def combat_correct(X:np.ndarray, # samples x genes, log scale
-                   obs:pd.DataFrame, # with the batch column and covariates
-                   key:str, # batch column
-                   covariates:Sequence[str]=(), # columns whose differences ComBat preserves (used when present and varying)
-                  ) -> tuple[np.ndarray, dict]:
-    "scanpy ComBat on this matrix alone (see the note above); batches under 2 samples pooled. Returns (X, info)."
-    import scanpy as sc, anndata as ad
-    if key not in obs.columns:
-        raise DataError(f"batch column {key!r} missing", where='obs', found=', '.join(map(str, obs.columns[:12])))
-    b = obs[key].astype(str)
-    small = b.map(b.value_counts()) < 2
-    if small.any():
-        log.warning("ComBat on %d samples: %d samples in batches with fewer than 2 samples pooled into '_small_batches'",
-                    len(obs), int(small.sum()))
-        b = b.where(~small, '_small_batches')
-    covs = [c for c in covariates if c in obs.columns and obs[c].nunique() > 1]
-    info = dict(key=key, covariates=covs, batches=int(b.nunique()), pooled_samples=int(small.sum()))
-    if b.nunique() < 2: return X, info  # one batch: nothing to correct
-    o = pd.DataFrame({'_batch': pd.Categorical(b.to_numpy())}, index=[str(i) for i in range(len(obs))])
-    # categorical covariates enter as numeric dummies without their first level: scanpy codes categorical
-    # covariates with every level (`~ 0 + cov`), which is collinear with the batch indicators (singular design)
-    for i, c in enumerate(covs):
-        d = pd.get_dummies(obs[c].astype(str).to_numpy(), drop_first=True, dtype=float)
-        for j, col in enumerate(d.columns): o[f"cov{i}_{j}"] = d[col].to_numpy()
-    a = ad.AnnData(np.asarray(X, np.float64), obs=o)
-    def run(cv):
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            keep = ['_batch'] + ([k for k in a.obs.columns if k.startswith('cov')] if cv else [])
-            return sc.pp.combat(ad.AnnData(a.X, obs=a.obs[keep]), key='_batch', covariates=[k for k in keep[1:]] or None, inplace=False)
-    try: Y = run(covs)
-    except np.linalg.LinAlgError:
-        if not covs: raise DataError("ComBat design is singular", where=f'obs.{key}', expected='batches with varied samples') from None
-        # a covariate level confined to a single batch (common with few samples): batch and covariate are
-        # not separable, so correct without covariates rather than fail, and say so
-        log.warning("ComBat: batch %r and covariates %s are confounded in these %d samples; corrected without covariates",
-                    key, covs, len(obs))
-        Y = run([]); info.update(covariates=[], confounded_covariates=covs)
-    return np.asarray(Y, np.float64), info
+# %% ../../nbs/data/06_preprocess.ipynb #ex13
+EXPRESSION_STATE_FORMAT = 'organage.expression/1'
+_COMBAT_ARRAYS = ('grand_mean', 'beta', 'var_pooled', 'gamma', 'delta')
 
-def _correct(self:ExpressionPreprocessor, T:np.ndarray, obs:pd.DataFrame) -> np.ndarray:
-    if self.combat_key is None: return T
-    T, self.combat_info_ = combat_correct(T, obs, self.combat_key, self.combat_covariates)
-    return T
-ExpressionPreprocessor._correct = _correct
+def _jsonable(v):
+    "numpy scalars and containers -> plain Python, for `json.dumps` without a default."
+    if isinstance(v, dict): return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, np.ndarray)): return [_jsonable(x) for x in v]
+    if isinstance(v, np.generic): return v.item()
+    return v
+
+def _state(self:ExpressionPreprocessor) -> tuple[dict, dict]:
+    "The fitted preprocessing as data: (JSON-safe dict, {name: numpy array})."
+    if not getattr(self, 'fitted_', False): raise ConfigError("ExpressionPreprocessor.state called before fit")
+    from dataclasses import fields
+    settings = {f.name: getattr(self, f.name) for f in fields(self)}
+    meta = dict(format=EXPRESSION_STATE_FORMAT, settings=settings, genes_in=self.genes_in_, filtered_out=self.filtered_out_,
+                n_train=getattr(self, 'n_train_', None), vst_used=getattr(self, 'vst_used_', None),
+                vst_design_used=getattr(self, 'vst_design_used_', None), combat=None)
+    arrays = dict(kept=np.asarray(self.kept_, np.int64), selected=np.asarray(self.selected_, np.int64),
+                  mean=np.asarray(self.mean_, np.float64), sd=np.asarray(self.sd_, np.float64))
+    if self.method == 'logcpm': arrays['count_share'] = np.asarray(self.count_share_, np.float64)
+    if self.method == 'vst':
+        arrays.update(logmeans=np.asarray(self.logmeans_, np.float64), filtered=np.asarray(self.filtered_, bool),
+                      vst_trend=np.asarray(self.vst_trend_, np.float64))
+    if self.combat_ is not None:
+        c = self.combat_
+        meta['combat'] = dict(key=c.key, batches=c.batches, pooled=c.pooled, covariates=c.covariates, levels=c.levels, info=c.info)
+        arrays.update({f"combat_{k}": np.asarray(getattr(c, k), np.float64) for k in _COMBAT_ARRAYS})
+    meta['arrays'] = {k: list(v.shape) for k, v in arrays.items()}
+    return _jsonable(meta), arrays
+ExpressionPreprocessor.state = _state
+
+def _from_state(cls, meta:dict, # the dict of `state()` (e.g. read from expression.json)
+                arrays:dict, # its arrays by name
+                where:str='expression state') -> ExpressionPreprocessor:
+    "The preprocessor `state()` described, ready to transform."
+    fmt = meta.get('format') if isinstance(meta, dict) else None
+    if fmt != EXPRESSION_STATE_FORMAT:
+        raise DataError("expression preprocessing state of a format this version of organage cannot read", where=f"{where}: format",
+                        expected=repr(EXPRESSION_STATE_FORMAT), found=repr(fmt))
+    want = meta.get('arrays', {})
+    bad = [f"{k} {list(np.shape(arrays[k])) if k in arrays else 'absent'} (listed {s})" for k, s in want.items()
+           if k not in arrays or list(np.shape(arrays[k])) != list(s)]
+    if bad: raise DataError("expression state arrays do not match their description", where=where, found='; '.join(bad[:5]))
+    st = dict(meta['settings']); st['combat_covariates'] = tuple(st.get('combat_covariates', ()))
+    try: p = cls(**st)
+    except TypeError as e: raise DataError("expression state has unknown settings", where=f"{where}: settings", found=str(e)) from None
+    a = {k: np.asarray(v) for k, v in arrays.items()}
+    p.genes_in_ = np.asarray(meta['genes_in'], dtype=object)
+    p.filtered_out_, p.n_train_ = meta['filtered_out'], meta.get('n_train')
+    p.kept_, p.selected_, p.mean_, p.sd_ = a['kept'], a['selected'], a['mean'], a['sd']
+    p.genes_out_ = p.genes_in_[p.kept_][p.selected_]
+    p.count_share_ = a.get('count_share')
+    if p.method == 'vst':
+        p.logmeans_, p.filtered_, p.vst_used_, p.vst_design_used_ = a['logmeans'], a['filtered'].astype(bool), meta['vst_used'], meta['vst_design_used']
+        p.vst_trend_ = tuple(float(v) for v in a['vst_trend'])
+    c = meta.get('combat')
+    p.combat_ = None if c is None else ComBatFit(c['key'], list(c['batches']), list(c['pooled']), list(c['covariates']),
+                                                 [list(l) for l in c['levels']], *(a[f"combat_{k}"] for k in _COMBAT_ARRAYS), dict(c['info']))
+    p.fitted_ = True
+    return p
+ExpressionPreprocessor.from_state = classmethod(_from_state)
+
+def _save(self:ExpressionPreprocessor, folder) -> Path:
+    "Write `expression.npz` then `expression.json` into `folder`, each atomically."
+    from organage.core import atomic_write, write_json
+    folder = Path(folder); meta, arrays = self.state()
+    with atomic_write(folder/'expression.npz', 'wb') as f: np.savez(f, **arrays)
+    write_json(meta, folder/'expression.json')
+    return folder
+ExpressionPreprocessor.save = _save
+
+def _load(cls, folder) -> ExpressionPreprocessor:
+    "The preprocessor `save` wrote into `folder`."
+    folder = Path(folder)
+    for f in ('expression.json', 'expression.npz'):
+        if not (folder/f).is_file(): raise DataError("saved expression preprocessing not found", path=folder/f)
+    try: meta = json.loads((folder/'expression.json').read_text())
+    except json.JSONDecodeError as e: raise DataError("not valid JSON", path=folder/'expression.json', found=str(e)) from None
+    try:
+        with np.load(folder/'expression.npz', allow_pickle=False) as z: arrays = {k: z[k] for k in z.files}
+    except ValueError as e: raise DataError("expression arrays cannot be read without pickle", path=folder/'expression.npz', found=str(e)) from None
+    return cls.from_state(meta, arrays, where=str(folder/'expression.json'))
+ExpressionPreprocessor.load = classmethod(_load)
 
 # %% ../../nbs/data/06_preprocess.ipynb #0017
 from monai.transforms import Transform
