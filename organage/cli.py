@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument('--data', required=True, help='cohort folder (gtex/, chexpert/ and/or ixi/)')
     pr.add_argument('--out', required=True, help='output folder: predictions.csv, predictions.h5ad, dropped_files.csv, predict.json')
     pr.add_argument('--batch-size', type=int, default=64, help='subjects per forward pass (results do not depend on it)')
-    pr.add_argument('--max-imputed-share', type=float, default=0.5, help="refuse expression missing more than this share of the model's genes")
+    pr.add_argument('--max-imputed-share', type=float, default=None, help="refuse expression samples missing more than this share of the model's genes (default: the model's setting, 0.2)")
     pr.add_argument('--modalities', nargs='+', choices=['rna', 'xray', 'mri'], default=None, help="use only these modalities (default: every one the model reads)")
     pr.add_argument('--device', default=None, choices=['auto', 'cpu', 'cuda'])
     pr.set_defaults(func=cmd_predict)

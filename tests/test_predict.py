@@ -28,8 +28,7 @@ def bundle(tmp_path_factory):
     simulate_cohort(d/'A', subjects=300, seed=0, **SIM)
     simulate_cohort(d/'B', subjects=120, seed=1, **SIM)
     cfg = load_config('quick', overrides=CFG)
-    # combat off: the training path refits ComBat on every sample it is given (see the expression adapter's note)
-    train_curriculum(cfg, d/'A', d/'run', stages=('aligned',), train={'progress': False, 'combat': False})
+    train_curriculum(cfg, d/'A', d/'run', stages=('aligned',), train={'progress': False})   # ComBat over the GTEx batches, fitted on training
     export_model(d/'run', d/'model')
     return d
 
@@ -84,11 +83,12 @@ def test_own_test_subjects_reproduce_the_run(bundle, pm):
     assert len(m) == len(ref) == len(got)
     assert_allclose(m.mu_raw, m.mu_run, rtol=1e-5); assert_allclose(m.sigma_raw, m.sigma_run, rtol=1e-5)
     assert (m.genes_imputed_share.dropna() == 0).all()
+    assert set(m.batch_adjusted[m.organ_modalities.str.contains('rna')]) == {'yes'}   # training batches: ComBat's training reference
 
 
 def test_external_cohort_mae(bundle, pm):
     "Cohort B (another seed): its expression is another simulated gene set (refused, with the way out); its images are predicted."
-    with pytest.raises(DataError, match="too many of the model's genes are missing.*modalities="):
+    with pytest.raises(DataError, match="too many of the model's genes.*modalities="):
         predict(pm, bundle/'B')
     res = predict(pm, bundle/'B', out=bundle/'predB', modalities=['xray', 'mri'])
     truth = pd.read_csv(bundle/'B'/'truth.csv', dtype={'subject_id': str})
@@ -171,13 +171,16 @@ def test_missing_genes_and_versions(bundle, pm):
     ref = predict(pm, {'rna': rna})
     plain = rna.copy(); plain.var_names = [g.split('.')[0] for g in rna.var_names]
     assert_allclose(predict(pm, {'rna': plain}).mu_raw, ref.mu_raw, rtol=1e-6)
-    model_genes = {g.split('.')[0] for g in pm.expression.genes_out}
+    model_genes = {g.split('.')[0] for g in pm.expression.genes_out_}
     drop = sorted(model_genes)[:20]
     fewer = plain[:, [g not in drop for g in plain.var_names]].copy()
     r = predict(pm, {'rna': fewer})
     assert_allclose(r.genes_imputed_share, 20 / len(model_genes))
     assert np.isfinite(r.mu_raw).all()
     with pytest.raises(DataError, match='too many'): predict(pm, {'rna': fewer}, max_imputed_share=0.05)
+    new_batch = rna.copy(); new_batch.obs['batch'] = 'a-batch-never-seen'
+    r = predict(pm, {'rna': new_batch})
+    assert set(r.batch_adjusted) == {'no'} and np.isfinite(r.mu_raw).all()   # flagged, left unadjusted, still predicted
 
 
 def test_cli_predict_and_report(bundle, capsys):

@@ -14,10 +14,10 @@ from ..core import ConfigError, DataError, write_json, write_csv, atomic_path
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'FORMAT', 'BUNDLE', 'MAIN_STAGES', 'ADAPTER_NOTE', 'INTENDED_USE', 'SIM_CAVEAT', 'PREDICTION_COLUMNS',
-           'DROPPED_COLUMNS', 'main_stage', 'strip_version', 'ExpressionAdapter', 'expression_state', 'load_expression',
-           'save_pixel_stats', 'load_pixel_stats', 'fit_calibration', 'apply_calibration', 'training_summary',
-           'card_markdown', 'export_model', 'PortableModel', 'load_portable', 'predict', 'write_prediction_outputs']
+__all__ = ['log', 'FORMAT', 'BUNDLE', 'MAIN_STAGES', 'INTENDED_USE', 'SIM_CAVEAT', 'PREDICTION_COLUMNS', 'DROPPED_COLUMNS',
+           'main_stage', 'load_expression', 'transform_expression', 'save_pixel_stats', 'load_pixel_stats',
+           'fit_calibration', 'apply_calibration', 'training_summary', 'card_markdown', 'export_model', 'PortableModel',
+           'load_portable', 'predict', 'write_prediction_outputs']
 
 # %% ../../nbs/model/07_portable.ipynb #084af9dc
 FORMAT = 1   # bundle layout version: bumped when a file of the bundle changes meaning
@@ -35,124 +35,21 @@ def main_stage(run_dir) -> str:
                       + (f"; unimodal stages {', '.join(uni)}: pass stage= to choose one" if uni else "; train the run first"))
 
 # %% ../../nbs/model/07_portable.ipynb #07b6367d
-def strip_version(ids) -> np.ndarray:
-    "Gene ids without an Ensembl version suffix: 'ENSG00000141510.15' -> 'ENSG00000141510' (other names unchanged)."
-    return np.array([re.sub(r'^(ENS[A-Z]*G\d+)\.\d+(_PAR_Y)?$', r'\1\2', str(g)) for g in ids], dtype=object)
-
-# %% ../../nbs/model/07_portable.ipynb #8b71c050
-ADAPTER_NOTE = ("minimal adapter (organage.model.portable) until ExpressionPreprocessor.state()/from_state() land: "
-                "ComBat is not applied to new samples (the training reference is not saved); see predict's batch_adjusted flag")
-
-def _pre_arrays(pre) -> dict:
-    "The fitted arrays of an `ExpressionPreprocessor` (fields as of organage 0.1)."
-    a = dict(genes_in=np.asarray(pre.genes_in_).astype(str), kept=np.asarray(pre.kept_, np.int64),
-             selected=np.asarray(pre.selected_, np.int64), genes_out=np.asarray(pre.genes_out_).astype(str),
-             mean=np.asarray(pre.mean_, np.float64), sd=np.asarray(pre.sd_, np.float64))
-    if pre.method == 'vst':
-        a.update(logmeans=np.asarray(pre.logmeans_, np.float64), filtered=np.asarray(pre.filtered_, bool),
-                 vst_trend=np.asarray(pre.vst_trend_, np.float64))
-    return a
-
-class ExpressionAdapter:
-    "ADAPTER (see `ADAPTER_NOTE`): a fitted `ExpressionPreprocessor` as data, applied to new samples one by one: genes matched ignoring version suffixes, missing genes imputed from training proportions and flagged."
-    def __init__(self, meta:dict, arrays:dict): self.meta, self.arrays = dict(meta), {k: np.asarray(v) for k, v in arrays.items()}
-
-    @classmethod
-    def from_fitted(cls, pre, # a fitted `ExpressionPreprocessor`
-                    train_counts:np.ndarray): # training counts (samples x pre.genes_in_) it was fitted on
-        "Capture a fitted preprocessor and the mean share of each kept gene in training libraries (for imputation)."
-        a = _pre_arrays(pre)
-        X = np.asarray(train_counts, np.float64)[:, a['kept']]
-        a['train_prop'] = (X / np.maximum(X.sum(1, keepdims=True), 1)).mean(0)
-        meta = dict(kind='adapter', note=ADAPTER_NOTE, method=pre.method, prior=float(pre.prior), scale=bool(pre.scale),
-                    combat_key=pre.combat_key, vst_used=getattr(pre, 'vst_used_', None), n_genes=int(len(a['genes_out'])))
-        return cls(meta, a)
-
-    def save(self, folder) -> Path:
-        "expression.json + expression.npz (no pickled objects) in `folder`."
-        folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-        write_json(self.meta, folder/'expression.json')
-        with atomic_path(folder/'expression.npz') as tmp: np.savez(tmp, **{k: v.astype(str) if v.dtype == object else v for k, v in self.arrays.items()})
-        return folder
-
-    @classmethod
-    def load(cls, folder):
-        folder = Path(folder)
-        with np.load(folder/'expression.npz', allow_pickle=False) as z: arrays = {k: z[k] for k in z.files}
-        return cls(json.loads((folder/'expression.json').read_text()), arrays)
-
-    @property
-    def genes_out(self): return self.arrays['genes_out']
-
-    def _matrix(self, X:np.ndarray) -> np.ndarray:
-        "Counts of the kept genes -> transformed matrix, with the training parameters (per sample: no other sample enters)."
-        from organage.data.preprocess import log_cpm
-        m = self.meta['method']
-        if m == 'logcpm': return log_cpm(X, self.meta['prior'])
-        if m == 'none': return X.copy()
-        from pydeseq2.preprocessing import deseq2_norm_transform
-        with np.errstate(divide='ignore', invalid='ignore'):
-            normed, _ = deseq2_norm_transform(X, self.arrays['logmeans'], self.arrays['filtered'])
-        t = self.arrays['vst_trend']
-        if self.meta['vst_used'] == 'parametric':
-            a0, a1 = t
-            return np.log2((1 + a1 + 2*a0*normed + 2*np.sqrt(a0*normed*(1 + a1 + a0*normed)))/(4*a0))
-        return (2*np.arcsinh(np.sqrt(t[0]*normed)) - np.log(t[0]) - np.log(4))/np.log(2)
-
-    def transform(self, adata, # counts AnnData of new samples (any genes, ids with or without version)
-                  max_imputed_share:float=0.5): # refuse samples missing more of the model's genes than this
-        "The model's expression input for `adata`; obs gains `genes_imputed_share` and `batch_adjusted`."
-        import anndata as ad
-        a = self.arrays
-        kept_ids = strip_version(a['genes_in'][a['kept']])
-        new_ids = strip_version(adata.var_names)
-        first = pd.Series(np.arange(len(new_ids))).groupby(new_ids).first()
-        col = first.reindex(kept_ids).to_numpy()
-        present = ~np.isnan(col)
-        X = adata.X.toarray() if hasattr(adata.X, 'toarray') else np.asarray(adata.X)
-        X = np.asarray(X, np.float64)
-        if not np.isfinite(X).all(): raise DataError("expression has missing or infinite values", where='AnnData .X')
-        K = np.zeros((adata.n_obs, len(kept_ids)))
-        K[:, present] = X[:, col[present].astype(int)]
-        miss = ~present
-        if miss.any():   # impute missing counts at the training share of a library, scaled to this sample's observed genes
-            p = a['train_prop']
-            lib = K[:, present].sum(1, keepdims=True)
-            K[:, miss] = lib * p[miss] / max(1 - p[miss].sum(), 1e-6)
-        T = self._matrix(K)[:, a['selected']]
-        if self.meta['scale']: T = (T - a['mean']) / a['sd']
-        out_missing = miss[a['selected']]
-        T[:, out_missing] = 0.0 if self.meta['scale'] else a['mean'][out_missing]   # the training mean of each missing input gene
-        share = float(out_missing.mean())
-        if share > max_imputed_share:
-            raise DataError("too many of the model's genes are missing", where='expression AnnData var_names',
-                            expected=f"at most {max_imputed_share:.0%} of {len(out_missing)} genes imputed (max_imputed_share)",
-                            found=f"{int(out_missing.sum())} missing ({share:.0%}), e.g. {', '.join(a['genes_out'][out_missing][:3])}")
-        obs = adata.obs.copy()
-        obs['genes_imputed_share'] = share
-        obs['batch_adjusted'] = self.meta['combat_key'] is None
-        out = ad.AnnData(T.astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(a['genes_out'].astype(str))))
-        extra = int((~pd.Index(new_ids).isin(set(kept_ids))).sum())
-        out.uns['expression'] = dict(genes_missing=int(out_missing.sum()), genes_extra_ignored=extra, n_genes=int(len(out_missing)))
-        return out
-
-# %% ../../nbs/model/07_portable.ipynb #0a889b2a
-def expression_state(pre, train_counts=None):
-    "The saveable expression state: the preprocessor itself when it serialises (`state()`), else the adapter."
-    if hasattr(pre, 'state') and hasattr(pre, 'save'): return pre
-    if train_counts is None: raise ConfigError("this ExpressionPreprocessor cannot serialise itself; pass the training counts for the adapter")
-    return ExpressionAdapter.from_fitted(pre, train_counts)
-
 def load_expression(folder):
-    "The expression state saved in `folder` (expression.json + expression.npz)."
-    meta = json.loads((Path(folder)/'expression.json').read_text())
-    if meta.get('kind') == 'adapter': return ExpressionAdapter.load(folder)
+    "The run's expression preprocessing saved in `folder` (expression.json + expression.npz, read without pickle)."
     from organage.data.preprocess import ExpressionPreprocessor
-    if not hasattr(ExpressionPreprocessor, 'load'):
-        raise ConfigError(f"{folder}: expression state written by a newer organage (ExpressionPreprocessor.load is missing here)")
     return ExpressionPreprocessor.load(folder)
 
-# %% ../../nbs/model/07_portable.ipynb #d1d47439
+def transform_expression(pre, # a fitted (or loaded) `ExpressionPreprocessor`
+                         adata, # counts of new samples, any genes (ids matched ignoring version suffixes)
+                         max_imputed_share:float|None=None): # refuse samples missing more of the model's genes (None: the saved setting)
+    "The model's expression input for new samples, each on its own: training genes, size factors or log-CPM, ComBat with the training reference (unseen batches flagged, not adjusted), missing genes imputed with the training mean and counted."
+    old = pre.max_missing_share
+    if max_imputed_share is not None: pre.max_missing_share = max_imputed_share
+    try: return pre.transform(adata)
+    finally: pre.max_missing_share = old
+
+# %% ../../nbs/model/07_portable.ipynb #845b0770
 def save_pixel_stats(stats:dict, # {'xray'|'mri': PixelStandardize}
                      path) -> Path:
     "Pixel/voxel standardisation arrays as `<modality>_mean`, `<modality>_sd` in one .npz."
@@ -167,7 +64,7 @@ def load_pixel_stats(path) -> dict:
         mods = sorted({k.rsplit('_', 1)[0] for k in z.files})
         return {m: PixelStandardize(z[f'{m}_mean'], z[f'{m}_sd']) for m in mods}
 
-# %% ../../nbs/model/07_portable.ipynb #f77068e9
+# %% ../../nbs/model/07_portable.ipynb #c54995b3
 def fit_calibration(val:pd.DataFrame, # validation predictions: subject_id, organ, age, mu, sigma
                     bias:str='cole', # age-bias method; 'cole' needs no chronological age to correct (new subjects may have none)
                     intervals:str='conformal', levels=(0.5, 0.8, 0.9, 0.95)) -> dict:
@@ -183,7 +80,7 @@ def fit_calibration(val:pd.DataFrame, # validation predictions: subject_id, orga
                 intervals=dict(method=ic.method, by=ic.by, table=[{**r, 'k': float(k)} for r, k in zip(rec(ic.table), ic.table.k)]),
                 zscore_sd={str(o): float(s) for o, s in sd.items()})
 
-# %% ../../nbs/model/07_portable.ipynb #d818c227
+# %% ../../nbs/model/07_portable.ipynb #d1d47439
 def apply_calibration(preds:pd.DataFrame, # subject_id, organ, age (NaN allowed), mu, sigma
                       cal:dict, level:float=0.95) -> pd.DataFrame:
     "mu/sigma bias-corrected (raw kept as mu_raw/sigma_raw), gap, calibrated interval and z-score; gap and z NaN without age."
@@ -210,7 +107,7 @@ def apply_calibration(preds:pd.DataFrame, # subject_id, organ, age (NaN allowed)
     out['z'] = out.gap / pd.Series(cal['zscore_sd']).reindex(organs).to_numpy(float)
     return out
 
-# %% ../../nbs/model/07_portable.ipynb #70d8f4e2
+# %% ../../nbs/model/07_portable.ipynb #d818c227
 def training_summary(table:pd.DataFrame) -> dict:
     "Per (modality, organ) and per organ of a training observation table: subjects, observations, age range, sex balance."
     sex = {0: 'male', 1: 'female', -1: 'unknown'}
@@ -223,7 +120,7 @@ def training_summary(table:pd.DataFrame) -> dict:
                 by_modality_organ=[dict(modality=m, organ=o, **one(g)) for (m, o), g in table.groupby(['modality', 'organ'])],
                 by_organ={o: dict(modalities=sorted(g.modality.unique()), **one(g)) for o, g in table.groupby('organ')})
 
-# %% ../../nbs/model/07_portable.ipynb #66785b64
+# %% ../../nbs/model/07_portable.ipynb #cf411fd1
 INTENDED_USE = ("Research use: organ-age estimates, organ-age gaps and calibrated intervals for adults whose data look like "
                 "the training cohort (same modalities and acquisition, ages inside the training range). Not a medical device; "
                 "not for diagnosis or for decisions about individuals.")
@@ -244,7 +141,7 @@ def card_markdown(card:dict) -> str:
     L += ['## Calibration', '', card['calibration_note'], '', '## Inputs', '', card['inputs_note'], '']
     return '\n'.join(L)
 
-# %% ../../nbs/model/07_portable.ipynb #b6b5e8d2
+# %% ../../nbs/model/07_portable.ipynb #70d8f4e2
 def _organage_version() -> str:
     import organage
     return organage.__version__
@@ -256,21 +153,6 @@ def _versions() -> dict:
 def _per_organ_metrics(p:pd.DataFrame, col='mu') -> list:
     from organage.evaluate.predictions import error_metrics
     return [dict(organ=o, n=int(len(g)), mae=round(error_metrics(g[col], g.age)['mae'], 3)) for o, g in p.groupby('organ')]
-
-def _adapter_for_run(data, data_dir, cfg, tcfg) -> ExpressionAdapter:
-    "ADAPTER: refit the run's expression preprocessing on its training samples, as `organage.data.prepare.preprocess_rna` does, and capture it."
-    from organage.data.preprocess import ExpressionPreprocessor
-    if isinstance(data_dir, dict): rna = data_dir['rna']
-    else:
-        from organage.data.cohort import read_cohort
-        rna = read_cohort(data.folder, ['rna'])['rna']
-    combat = 'batch' if tcfg.combat and 'batch' in rna.obs and rna.obs['batch'].nunique() > 1 else None
-    tr = rna.obs.subject_id.astype(str).isin(set(data.splits.subject_id[data.splits.split == 'train'])).to_numpy()
-    pre = ExpressionPreprocessor(method=tcfg.rna_method, combat_key=combat, n_top_genes=cfg.n_genes, scale=True, seed=cfg.seed).fit(rna[tr])
-    if list(pre.genes_out_) != list(data.adatas['rna'].var_names):
-        raise DataError("refitted expression preprocessing selected other genes than the run", where='rna_genes.txt')
-    X = rna[tr][:, pre.genes_in_].X
-    return ExpressionAdapter.from_fitted(pre, X.toarray() if hasattr(X, 'toarray') else np.asarray(X))
 
 def export_model(run_dir, # a finished training run (`organage train`)
                  out, # the portable model folder to write (replaced when it holds a portable model)
@@ -294,10 +176,7 @@ def export_model(run_dir, # a finished training run (`organage train`)
     for f in ('model.safetensors', 'model.json'): shutil.copy2(run_dir/stage/f, tmp/f)
     files = {'weights': 'model.safetensors', 'model_config': 'model.json'}
     if 'rna' in mods:
-        pre = getattr(data, 'preprocessors', {}).get('rna')
-        if pre is not None and hasattr(pre, 'save'): pre.save(tmp/'expression')
-        else: _adapter_for_run(data, data_dir, cfg, tcfg).save(tmp/'expression')   # ADAPTER: see ADAPTER_NOTE
-        files['expression'] = 'expression/'
+        data.preprocessors['rna'].save(tmp/'expression'); files['expression'] = 'expression/'
     stats = {m: s for m, s in (getattr(data, 'pixel_stats', None) or data.ds['train'].standardize).items() if m in mods}
     if stats: save_pixel_stats(stats, tmp/'pixel_stats.npz'); files['pixel_stats'] = 'pixel_stats.npz'
     preds = {s: predict_dataset(model, data.ds[s] if model.cfg.kind != 'unimodal' else data.ds[s].view(mods), device=device)
@@ -322,9 +201,10 @@ def export_model(run_dir, # a finished training run (`organage train`)
                 calibration_note=(f"Fitted on {cal['n']} validation predictions: {cal['bias']['method']} age-bias correction per organ, "
                                   f"{cal['intervals']['method']} intervals (multipliers of sigma per organ and level), z = gap / "
                                   "validation SD of the corrected gap per organ. New subjects are scored with these, never refitted."),
-                inputs_note=("Expression: the training genes (ids matched without version suffix), "
-                             + (ADAPTER_NOTE if (tmp/'expression'/'expression.json').exists() and json.loads((tmp/'expression'/'expression.json').read_text()).get('kind') == 'adapter' else 'saved preprocessing')
-                             + f". Images: {geometry['chain']} at image_size={cfg.image_size}, volume_size={cfg.volume_size}, "
+                inputs_note=("Expression: the run's ExpressionPreprocessor state (training genes matched by id without version suffix, "
+                             "log-CPM or VST parameters, ComBat reference fitted on training samples: a sample of an unseen batch is "
+                             "flagged and not adjusted; missing genes imputed with the training mean, their share reported, refused "
+                             f"above the saved max_missing_share). Images: {geometry['chain']} at image_size={cfg.image_size}, volume_size={cfg.volume_size}, "
                              f"mri_fov_mm={cfg.mri_fov_mm}, mri_register={cfg.mri_register}, then the training pixel statistics."))
     write_json(card, tmp/'card.json')
     (tmp/'MODEL_CARD.md').write_text(card_markdown(card))
@@ -333,7 +213,7 @@ def export_model(run_dir, # a finished training run (`organage train`)
     tmp.rename(out)
     return out
 
-# %% ../../nbs/model/07_portable.ipynb #97c7870b
+# %% ../../nbs/model/07_portable.ipynb #66785b64
 @dataclass
 class PortableModel:
     "A loaded portable model: the network, its input preprocessing and its calibration (see `load_portable`)."
@@ -380,7 +260,7 @@ def load_portable(path) -> PortableModel:
     return PortableModel(path, meta, model, expr, stats, chains, json.loads((path/f['calibration']).read_text()),
                          json.loads((path/'card.json').read_text()))
 
-# %% ../../nbs/model/07_portable.ipynb #fe1535ba
+# %% ../../nbs/model/07_portable.ipynb #cd8b1e13
 PREDICTION_COLUMNS = ['subject_id', 'organ', 'age', 'mu_raw', 'sigma_raw', 'mu', 'sigma', 'gap', 'z', 'lo95', 'hi95', 'gap_lo', 'gap_hi',
                       'organ_modalities', 'n_observations', 'modalities_used', 'missing_modalities', 'modality_missing',
                       'age_outside_training_range', 'no_age', 'genes_imputed_share', 'batch_adjusted', 'files_dropped', 'model', 'split']
@@ -408,12 +288,12 @@ def _dropped(adatas:dict, ds) -> pd.DataFrame:
     if len(ds.dropped): parts.append(ds.dropped.assign(stage='decode'))
     return pd.concat(parts, ignore_index=True)[DROPPED_COLUMNS] if parts else pd.DataFrame(columns=DROPPED_COLUMNS)
 
-# %% ../../nbs/model/07_portable.ipynb #1073d07d
+# %% ../../nbs/model/07_portable.ipynb #97c7870b
 def predict(model, # a `PortableModel` or its folder
             data, # cohort folder (gtex/, chexpert/, ixi/) or {'rna'|'xray'|'mri': AnnData} (RNA as counts)
             out=None, # folder for predictions.csv, predictions.h5ad, dropped_files.csv, predict.json (None: write nothing)
             batch_size:int=64, device:str='cpu',
-            max_imputed_share:float=0.5, # refuse expression missing more of the model's genes than this
+            max_imputed_share:float|None=None, # refuse expression samples missing more of the model's genes (None: the model's setting)
             modalities:list|None=None, # use only these of the data's modalities (default: every one the model reads)
             loaders:dict|None=None, cache_gb:float=1.0) -> pd.DataFrame:
     "Organ ages of new subjects with nothing refitted: one row per (subject, organ) with raw and corrected age, gap, z, calibrated interval, inputs used and flags."
@@ -434,10 +314,13 @@ def predict(model, # a `PortableModel` or its folder
     adatas, ages = _with_ages(adatas)
     info = {}
     if 'rna' in adatas:
-        try: adatas['rna'] = pm.expression.transform(adatas['rna'], max_imputed_share=max_imputed_share)
+        try: adatas['rna'] = transform_expression(pm.expression, adatas['rna'], max_imputed_share)
         except DataError as e:
             raise DataError(f"{e}; to predict from the other modalities only, pass modalities= (organage predict --modalities xray mri)") from None
-        info['expression'] = adatas['rna'].uns.get('expression', {})
+        info['expression'] = {k: v for k, v in adatas['rna'].uns.get('preprocess', {}).items() if k != 'combat'}
+        if 'combat' in adatas['rna'].uns.get('preprocess', {}):
+            c = adatas['rna'].uns['preprocess']['combat']
+            info['expression'].update({k: c[k] for k in ('unseen_batch_samples', 'unseen_batches', 'unadjusted_samples') if k in c})
     g = pm.meta['geometry']
     ds = SubjectDataset(adatas, pm.organs, None, image_size=g['image_size'], volume_size=g['volume_size'], loaders=loaders,
                         cache_gb=cache_gb, transforms=pm.transforms)
@@ -452,7 +335,7 @@ def predict(model, # a `PortableModel` or its folder
         write_prediction_outputs(res, dropped, info, out)
     return res
 
-# %% ../../nbs/model/07_portable.ipynb #43f13297
+# %% ../../nbs/model/07_portable.ipynb #3d3ee8c6
 def _result_table(pm:PortableModel, raw:pd.DataFrame, ds, adatas:dict, ages:pd.Series, dropped:pd.DataFrame) -> pd.DataFrame:
     "The raw network rows with calibration, the inputs each row used, and the flags."
     if raw.empty: return pd.DataFrame(columns=PREDICTION_COLUMNS)
@@ -471,18 +354,20 @@ def _result_table(pm:PortableModel, raw:pd.DataFrame, ds, adatas:dict, ages:pd.S
     r['no_age'] = r.age.isna()
     if 'rna' in adatas:
         o = adatas['rna'].obs
+        ba = (o['batch_adjusted'].map({True: 'yes', False: 'no'}).to_numpy(object) if 'batch_adjusted' in o.columns
+              else 'no ComBat in model')   # 'no': a batch the training never saw (ComBat uses the training reference)
         share = pd.DataFrame({'subject_id': o.subject_id.astype(str).to_numpy(), 'organ': o.organ.astype(str).to_numpy(),
-                              'genes_imputed_share': pd.to_numeric(o.get('genes_imputed_share', pd.Series(0.0, index=o.index)), errors='coerce').to_numpy(float),
-                              'batch_adjusted': o.get('batch_adjusted', pd.Series(True, index=o.index)).astype(bool).to_numpy()})
-        share = share.groupby(['subject_id', 'organ']).agg(genes_imputed_share=('genes_imputed_share', 'mean'), batch_adjusted=('batch_adjusted', 'all')).reset_index()
+                              'genes_imputed_share': o['genes_imputed_share'].to_numpy(float), 'batch_adjusted': ba})
+        share = share.groupby(['subject_id', 'organ']).agg(genes_imputed_share=('genes_imputed_share', 'mean'),
+                                                           batch_adjusted=('batch_adjusted', lambda v: '+'.join(sorted(set(v))))).reset_index()
         r = r.merge(share, on=['subject_id', 'organ'], how='left')
-    else: r['genes_imputed_share'], r['batch_adjusted'] = np.nan, np.nan
-    r['batch_adjusted'] = r.batch_adjusted.map({True: 'yes', False: 'no'}).fillna('')   # '' where no expression entered
+        r['batch_adjusted'] = r.batch_adjusted.fillna('')   # '' where no expression entered the row's organ
+    else: r['genes_imputed_share'], r['batch_adjusted'] = np.nan, ''
     r['files_dropped'] = r.subject_id.map(dropped.subject_id.astype(str).value_counts()).fillna(0).astype(int)
     r['model'], r['split'] = pm.meta['stage'], 'predict'
     return r[PREDICTION_COLUMNS].sort_values(['subject_id', 'organ']).reset_index(drop=True)
 
-# %% ../../nbs/model/07_portable.ipynb #2de5f620
+# %% ../../nbs/model/07_portable.ipynb #f91c3887
 def write_prediction_outputs(res:pd.DataFrame, dropped:pd.DataFrame, info:dict, out) -> dict:
     "predictions.csv, predictions.h5ad (one obs row per subject and organ), dropped_files.csv and predict.json, each written atomically."
     import anndata as ad
