@@ -50,7 +50,7 @@ def test_bundle_is_data_only(bundle, pm):
     assert {p.name for p in files} >= {'bundle.json', 'model.safetensors', 'model.json', 'calibration.json', 'card.json', 'MODEL_CARD.md',
                                        'pixel_stats.npz', 'expression.json', 'expression.npz'}
     for p in files:
-        if p.suffix == '.json': json.loads(p.read_text())
+        if p.suffix == '.json': json.loads(p.read_text(), parse_constant=lambda c: pytest.fail(f'{p}: {c} is not strict JSON'))
         elif p.suffix == '.npz':
             with np.load(p, allow_pickle=False) as z: [z[k] for k in z.files]
         elif p.suffix == '.safetensors': load_file(str(p))

@@ -4,8 +4,8 @@
 
 # %% ../../nbs/model/07_portable.ipynb #37413da5
 from __future__ import annotations
-import json, logging, re, shutil, time
-from dataclasses import dataclass, field
+import json, logging, shutil, time
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -77,8 +77,8 @@ def fit_calibration(val:pd.DataFrame, # validation predictions: subject_id, orga
     sd = (cor.mu - cor.age).groupby(cor.organ).std(ddof=1)
     rec = lambda d: json.loads(d.to_json(orient='records', double_precision=15))
     return dict(fit_split='val', n=int(len(v)), bias=dict(method=bc.method, degree=bc.degree, by=bc.by, params=rec(bc.params)),
-                intervals=dict(method=ic.method, by=ic.by, table=[{**r, 'k': float(k)} for r, k in zip(rec(ic.table), ic.table.k)]),
-                zscore_sd={str(o): float(s) for o, s in sd.items()})
+                intervals=dict(method=ic.method, by=ic.by, table=[{**r, 'k': float(k) if np.isfinite(k) else None} for r, k in zip(rec(ic.table), ic.table.k)]),   # None: unbounded (strict JSON has no Infinity)
+                zscore_sd={str(o): float(s) if np.isfinite(s) else None for o, s in sd.items()})
 
 # %% ../../nbs/model/07_portable.ipynb #d1d47439
 def apply_calibration(preds:pd.DataFrame, # subject_id, organ, age (NaN allowed), mu, sigma
@@ -98,13 +98,13 @@ def apply_calibration(preds:pd.DataFrame, # subject_id, organ, age (NaN allowed)
         coef = np.stack([p[f'c{d}'].to_numpy(float) for d in range(cal['bias']['degree'] + 1)], 1)
         mu_c, sig_c = mu - (coef * t[:, None] ** np.arange(coef.shape[1])).sum(1), sig
     it = pd.DataFrame(cal['intervals']['table'])
-    it = it[np.isclose(it.level, level)].set_index('organ').k
+    it = it[np.isclose(it.level, level)].set_index('organ').k.astype(float).fillna(np.inf)   # unbounded where too few validation rows
     k = it.reindex(organs).to_numpy(float)
     out['mu_raw'], out['sigma_raw'], out['mu'], out['sigma'] = mu, sig, mu_c, sig_c
     out['gap'] = mu_c - age
     out['lo95'], out['hi95'] = mu_c - k * sig_c, mu_c + k * sig_c
     out['gap_lo'], out['gap_hi'] = out.lo95 - age, out.hi95 - age
-    out['z'] = out.gap / pd.Series(cal['zscore_sd']).reindex(organs).to_numpy(float)
+    out['z'] = out.gap / pd.Series(cal['zscore_sd'], dtype=float).reindex(organs).to_numpy(float)   # None (one validation row): z undefined
     return out
 
 # %% ../../nbs/model/07_portable.ipynb #d818c227
