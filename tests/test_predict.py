@@ -11,14 +11,13 @@ from numpy.testing import assert_allclose
 from organage.core import load_config, ConfigError, DataError
 from organage.data.synth import simulate_cohort
 from organage.data.cohort import read_cohort
-from organage.model.train import train_curriculum
 from organage.model.predict import open_run, predict_dataset
 from organage.model.weights import load_model
 from organage.model.portable import export_model, load_portable, predict, FORMAT
 from organage.cli import main
 
 SIM = dict(n_genes=200, image_size=32, volume_size=16)
-CFG = dict(epochs=3, image_size=32, volume_size=16, n_genes=200, device='cpu', batch_size=32)
+CFG = dict(epochs=3, image_size=32, volume_size=16, n_genes=200, device='cpu', batch_size=32)   # tiny: seconds per epoch
 
 
 @pytest.fixture(scope='module')
@@ -27,9 +26,10 @@ def bundle(tmp_path_factory):
     d = tmp_path_factory.mktemp('port')
     simulate_cohort(d/'A', subjects=300, seed=0, **SIM)
     simulate_cohort(d/'B', subjects=120, seed=1, **SIM)
-    cfg = load_config('quick', overrides=CFG)
-    train_curriculum(cfg, d/'A', d/'run', stages=('aligned',), train={'progress': False})   # ComBat over the GTEx batches, fitted on training
-    export_model(d/'run', d/'model')
+    sets = [a for k, v in CFG.items() if k != 'device' for a in ('--set', f'{k}={v}')]
+    # ComBat over the GTEx batches, fitted on training; `organage train` ends by writing RUN/model
+    assert main(['train', '--data', str(d/'A'), '--run', str(d/'run'), '--stages', 'aligned', '--device', 'cpu', *sets]) == 0
+    assert main(['export', '--run', str(d/'run'), '--out', str(d/'model')]) == 0
     return d
 
 
@@ -63,6 +63,15 @@ def test_bundle_is_data_only(bundle, pm):
     assert card['training']['n_subjects'] > 100 and card['simulated']
     assert {'n_female', 'n_male', 'age_min', 'age_max'} <= set(card['training']['by_modality_organ'][0])
     assert {r['organ'] for r in card['validation']} == set(pm.organs)
+
+
+def test_train_writes_the_same_bundle_and_evaluate_ignores_it(bundle):
+    "RUN/model (written by organage train) equals organage export's folder; organage evaluate does not take it for a stage."
+    for f in ('calibration.json', 'card.json', 'model.json', 'pixel_stats.npz', 'model.safetensors', 'expression/expression.npz'):
+        assert (bundle/'run'/'model'/f).read_bytes() == (bundle/'model'/f).read_bytes() or f == 'card.json', f
+    from organage.evaluate.tables import evaluate_run
+    evaluate_run(bundle/'run', device='cpu')
+    assert set(pd.read_csv(bundle/'run'/'predictions_by_model.csv').model) == {'aligned'}
 
 
 def test_refuses_other_format_and_version(bundle, tmp_path):
