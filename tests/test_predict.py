@@ -152,6 +152,19 @@ def test_subjects_without_age(bundle, pm):
     assert r.loc[~no, 'gap'].notna().all()
 
 
+def test_folder_rows_without_age_are_predicted(bundle, pm, tmp_path):
+    "A CheXpert CSV and an IXI sheet with blank ages: those images are predicted, flagged no_age (GTEx donors still need an age)."
+    shutil.copytree(bundle/'B'/'chexpert', tmp_path/'c'/'chexpert'); shutil.copytree(bundle/'B'/'ixi', tmp_path/'c'/'ixi')
+    csv = next((tmp_path/'c'/'chexpert').glob('*/train.csv'))
+    t = pd.read_csv(csv); blank_x = sorted(set(t.Path.str.extract(r'(patient\d+)')[0]))[:3]
+    t.loc[t.Path.str.extract(r'(patient\d+)')[0].isin(blank_x), 'Age'] = np.nan; t.to_csv(csv, index=False)
+    sheet = tmp_path/'c'/'ixi'/'IXI.csv'; x = pd.read_csv(sheet); x.loc[:2, 'AGE'] = np.nan; x.to_csv(sheet, index=False)
+    blank_m = [f'IXI{int(i):03d}' for i in x.IXI_ID[:3]]
+    r = predict(pm, tmp_path/'c')
+    no = r.subject_id.isin(blank_x + blank_m)
+    assert no.sum() >= 4 and r.no_age.tolist() == no.tolist() and r.loc[no, 'gap'].isna().all() and r.loc[~no, 'gap'].notna().all()
+
+
 def test_broken_files_are_listed_not_fatal(bundle, pm, tmp_path):
     "A truncated JPEG and a NaN-filled volume: the good subjects are predicted, the bad files named."
     ads = read_cohort(bundle/'B', ['xray', 'mri'])

@@ -305,7 +305,8 @@ def predict(model, # a `PortableModel` or its folder
     if isinstance(data, dict): adatas = {m: a for m, a in data.items() if modalities is None or m in modalities}
     else:
         from organage.data.cohort import read_cohort, cohort_parts
-        adatas = read_cohort(data, [m for m in cohort_parts(data) if modalities is None or m in modalities])
+        keep = {'xray': {'keep_missing_age': True}, 'mri': {'keep_missing_age': True}}   # images without an age are predicted (GTEx donors need one)
+        adatas = read_cohort(data, [m for m in cohort_parts(data) if modalities is None or m in modalities], options=keep)
     ignored = sorted(m for m in adatas if m not in pm.modalities)
     if ignored: log.warning("modalities the model does not read are ignored: %s", ', '.join(ignored))
     adatas = {m: a for m, a in adatas.items() if m in pm.modalities and a.n_obs > 0}
