@@ -17,7 +17,7 @@ log = logging.getLogger('organage')
 __all__ = ['log', 'FORMAT', 'BUNDLE', 'MAIN_STAGES', 'INTENDED_USE', 'SIM_CAVEAT', 'PREDICTION_COLUMNS', 'DROPPED_COLUMNS',
            'main_stage', 'load_expression', 'transform_expression', 'save_pixel_stats', 'load_pixel_stats',
            'fit_calibration', 'apply_calibration', 'training_summary', 'card_markdown', 'export_model', 'PortableModel',
-           'load_portable', 'predict', 'write_prediction_outputs']
+           'load_portable', 'write_prediction_outputs', 'predict']
 
 # %% ../../nbs/model/07_portable.ipynb #084af9dc
 FORMAT = 1   # bundle layout version: bumped when a file of the bundle changes meaning
@@ -213,7 +213,7 @@ def export_model(run_dir, # a finished training run (`organage train`)
     tmp.rename(out)
     return out
 
-# %% ../../nbs/model/07_portable.ipynb #66785b64
+# %% ../../nbs/model/07_portable.ipynb #fcf61d19
 @dataclass
 class PortableModel:
     "A loaded portable model: the network, its input preprocessing and its calibration (see `load_portable`)."
@@ -260,7 +260,7 @@ def load_portable(path) -> PortableModel:
     return PortableModel(path, meta, model, expr, stats, chains, json.loads((path/f['calibration']).read_text()),
                          json.loads((path/'card.json').read_text()))
 
-# %% ../../nbs/model/07_portable.ipynb #cd8b1e13
+# %% ../../nbs/model/07_portable.ipynb #97c7870b
 PREDICTION_COLUMNS = ['subject_id', 'organ', 'age', 'mu_raw', 'sigma_raw', 'mu', 'sigma', 'gap', 'z', 'lo95', 'hi95', 'gap_lo', 'gap_hi',
                       'organ_modalities', 'n_observations', 'modalities_used', 'missing_modalities', 'modality_missing',
                       'age_outside_training_range', 'no_age', 'genes_imputed_share', 'batch_adjusted', 'files_dropped', 'model', 'split']
@@ -288,7 +288,55 @@ def _dropped(adatas:dict, ds) -> pd.DataFrame:
     if len(ds.dropped): parts.append(ds.dropped.assign(stage='decode'))
     return pd.concat(parts, ignore_index=True)[DROPPED_COLUMNS] if parts else pd.DataFrame(columns=DROPPED_COLUMNS)
 
-# %% ../../nbs/model/07_portable.ipynb #97c7870b
+# %% ../../nbs/model/07_portable.ipynb #f91c3887
+def _result_table(pm:PortableModel, raw:pd.DataFrame, ds, adatas:dict, ages:pd.Series, dropped:pd.DataFrame) -> pd.DataFrame:
+    "The raw network rows with calibration, the inputs each row used, and the flags."
+    if raw.empty: return pd.DataFrame(columns=PREDICTION_COLUMNS)
+    r = raw.assign(age=raw.age.where(raw.subject_id.map(ages).notna().to_numpy()))   # the network's age of the organ (mean of its observations); NaN: none given
+    r = apply_calibration(r, pm.calibration)
+    t = ds.table
+    per = t.groupby(['subject_id', 'organ']).agg(organ_modalities=('modality', lambda s: '+'.join(sorted(set(s)))), n_observations=('modality', 'size'))
+    r = r.merge(per.reset_index(), on=['subject_id', 'organ'], how='left')
+    r['modalities_used'] = r.subject_id.map(t.groupby('subject_id').modality.agg(lambda s: '+'.join(sorted(set(s)))))
+    trained = {o: set(v['modalities']) for o, v in pm.meta['training']['organs'].items()}
+    r['missing_modalities'] = [ '+'.join(sorted(trained.get(o, set()) - set(m.split('+')))) for o, m in zip(r.organ, r.organ_modalities)]
+    r['modality_missing'] = r.missing_modalities != ''
+    lo = r.organ.map({o: v['age_min'] for o, v in pm.meta['training']['organs'].items()})
+    hi = r.organ.map({o: v['age_max'] for o, v in pm.meta['training']['organs'].items()})
+    r['age_outside_training_range'] = ((r.age < lo) | (r.age > hi)).fillna(False).astype(bool)
+    r['no_age'] = r.age.isna()
+    if 'rna' in adatas:
+        o = adatas['rna'].obs
+        ba = (o['batch_adjusted'].map({True: 'yes', False: 'no'}).to_numpy(object) if 'batch_adjusted' in o.columns
+              else 'no ComBat in model')   # 'no': a batch the training never saw (ComBat uses the training reference)
+        share = pd.DataFrame({'subject_id': o.subject_id.astype(str).to_numpy(), 'organ': o.organ.astype(str).to_numpy(),
+                              'genes_imputed_share': o['genes_imputed_share'].to_numpy(float), 'batch_adjusted': ba})
+        share = share.groupby(['subject_id', 'organ']).agg(genes_imputed_share=('genes_imputed_share', 'mean'),
+                                                           batch_adjusted=('batch_adjusted', lambda v: '+'.join(sorted(set(v))))).reset_index()
+        r = r.merge(share, on=['subject_id', 'organ'], how='left')
+        r['batch_adjusted'] = r.batch_adjusted.fillna('')   # '' where no expression entered the row's organ
+    else: r['genes_imputed_share'], r['batch_adjusted'] = np.nan, ''
+    r['files_dropped'] = r.subject_id.map(dropped.subject_id.astype(str).value_counts()).fillna(0).astype(int)
+    r['model'], r['split'] = pm.meta['stage'], 'predict'
+    return r[PREDICTION_COLUMNS].sort_values(['subject_id', 'organ']).reset_index(drop=True)
+
+# %% ../../nbs/model/07_portable.ipynb #fe1535ba
+def write_prediction_outputs(res:pd.DataFrame, dropped:pd.DataFrame, info:dict, out) -> dict:
+    "predictions.csv, predictions.h5ad (one obs row per subject and organ), dropped_files.csv and predict.json, each written atomically."
+    import anndata as ad
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    paths = {'csv': write_csv(res, out/'predictions.csv'), 'dropped': write_csv(dropped, out/'dropped_files.csv')}
+    obs = res.copy()
+    obs.index = pd.Index((obs.subject_id.astype(str) + ':' + obs.organ.astype(str)).to_numpy(), dtype=str)
+    for c in obs.columns:
+        if obs[c].dtype == object: obs[c] = obs[c].astype(str)
+    a = ad.AnnData(np.zeros((len(obs), 0), np.float32), obs=obs, uns={'organage_predict': json.dumps(info, default=str)})
+    with atomic_path(out/'predictions.h5ad') as tmp: a.write_h5ad(tmp)
+    paths['h5ad'] = out/'predictions.h5ad'
+    paths['info'] = write_json(info, out/'predict.json')
+    return paths
+
+# %% ../../nbs/model/07_portable.ipynb #2de5f620
 def predict(model, # a `PortableModel` or its folder
             data, # cohort folder (gtex/, chexpert/, ixi/) or {'rna'|'xray'|'mri': AnnData} (RNA as counts)
             out=None, # folder for predictions.csv, predictions.h5ad, dropped_files.csv, predict.json (None: write nothing)
@@ -335,51 +383,3 @@ def predict(model, # a `PortableModel` or its folder
                     flags={k: int(res[k].sum()) for k in ('age_outside_training_range', 'modality_missing', 'no_age')})
         write_prediction_outputs(res, dropped, info, out)
     return res
-
-# %% ../../nbs/model/07_portable.ipynb #3d3ee8c6
-def _result_table(pm:PortableModel, raw:pd.DataFrame, ds, adatas:dict, ages:pd.Series, dropped:pd.DataFrame) -> pd.DataFrame:
-    "The raw network rows with calibration, the inputs each row used, and the flags."
-    if raw.empty: return pd.DataFrame(columns=PREDICTION_COLUMNS)
-    r = raw.assign(age=raw.age.where(raw.subject_id.map(ages).notna().to_numpy()))   # the network's age of the organ (mean of its observations); NaN: none given
-    r = apply_calibration(r, pm.calibration)
-    t = ds.table
-    per = t.groupby(['subject_id', 'organ']).agg(organ_modalities=('modality', lambda s: '+'.join(sorted(set(s)))), n_observations=('modality', 'size'))
-    r = r.merge(per.reset_index(), on=['subject_id', 'organ'], how='left')
-    r['modalities_used'] = r.subject_id.map(t.groupby('subject_id').modality.agg(lambda s: '+'.join(sorted(set(s)))))
-    trained = {o: set(v['modalities']) for o, v in pm.meta['training']['organs'].items()}
-    r['missing_modalities'] = [ '+'.join(sorted(trained.get(o, set()) - set(m.split('+')))) for o, m in zip(r.organ, r.organ_modalities)]
-    r['modality_missing'] = r.missing_modalities != ''
-    lo = r.organ.map({o: v['age_min'] for o, v in pm.meta['training']['organs'].items()})
-    hi = r.organ.map({o: v['age_max'] for o, v in pm.meta['training']['organs'].items()})
-    r['age_outside_training_range'] = ((r.age < lo) | (r.age > hi)).fillna(False).astype(bool)
-    r['no_age'] = r.age.isna()
-    if 'rna' in adatas:
-        o = adatas['rna'].obs
-        ba = (o['batch_adjusted'].map({True: 'yes', False: 'no'}).to_numpy(object) if 'batch_adjusted' in o.columns
-              else 'no ComBat in model')   # 'no': a batch the training never saw (ComBat uses the training reference)
-        share = pd.DataFrame({'subject_id': o.subject_id.astype(str).to_numpy(), 'organ': o.organ.astype(str).to_numpy(),
-                              'genes_imputed_share': o['genes_imputed_share'].to_numpy(float), 'batch_adjusted': ba})
-        share = share.groupby(['subject_id', 'organ']).agg(genes_imputed_share=('genes_imputed_share', 'mean'),
-                                                           batch_adjusted=('batch_adjusted', lambda v: '+'.join(sorted(set(v))))).reset_index()
-        r = r.merge(share, on=['subject_id', 'organ'], how='left')
-        r['batch_adjusted'] = r.batch_adjusted.fillna('')   # '' where no expression entered the row's organ
-    else: r['genes_imputed_share'], r['batch_adjusted'] = np.nan, ''
-    r['files_dropped'] = r.subject_id.map(dropped.subject_id.astype(str).value_counts()).fillna(0).astype(int)
-    r['model'], r['split'] = pm.meta['stage'], 'predict'
-    return r[PREDICTION_COLUMNS].sort_values(['subject_id', 'organ']).reset_index(drop=True)
-
-# %% ../../nbs/model/07_portable.ipynb #f91c3887
-def write_prediction_outputs(res:pd.DataFrame, dropped:pd.DataFrame, info:dict, out) -> dict:
-    "predictions.csv, predictions.h5ad (one obs row per subject and organ), dropped_files.csv and predict.json, each written atomically."
-    import anndata as ad
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    paths = {'csv': write_csv(res, out/'predictions.csv'), 'dropped': write_csv(dropped, out/'dropped_files.csv')}
-    obs = res.copy()
-    obs.index = pd.Index((obs.subject_id.astype(str) + ':' + obs.organ.astype(str)).to_numpy(), dtype=str)
-    for c in obs.columns:
-        if obs[c].dtype == object: obs[c] = obs[c].astype(str)
-    a = ad.AnnData(np.zeros((len(obs), 0), np.float32), obs=obs, uns={'organage_predict': json.dumps(info, default=str)})
-    with atomic_path(out/'predictions.h5ad') as tmp: a.write_h5ad(tmp)
-    paths['h5ad'] = out/'predictions.h5ad'
-    paths['info'] = write_json(info, out/'predict.json')
-    return paths
