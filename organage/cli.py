@@ -8,7 +8,8 @@ import argparse, sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['cmd_simulate', 'cmd_check_data', 'cmd_reproduce', 'cmd_train', 'cmd_evaluate', 'cmd_report', 'build_parser', 'main']
+__all__ = ['cmd_simulate', 'cmd_check_data', 'cmd_reproduce', 'cmd_train', 'cmd_evaluate', 'cmd_report', 'cmd_export',
+           'cmd_predict', 'build_parser', 'main']
 
 # %% ../nbs/03_cli.ipynb #0005
 class _Parser(argparse.ArgumentParser):
@@ -81,6 +82,12 @@ def cmd_train(a):
     kw = {'stages': a.stages} if a.stages else {}
     train_curriculum(cfg, a.data, run, model=parse_overrides(a.model) or None, **kw)
     print(f"trained run written to {run}")
+    if getattr(a, 'no_export', False): return
+    from organage.model.portable import main_stage, export_model
+    try: stage = main_stage(run)
+    except ConfigError: return   # no fusion stage trained (e.g. --stages unimodal): nothing to export
+    export_model(run, run/'model', stage, a.data, device='cpu')
+    print(f"portable model ({stage}) written to {run/'model'}: organage predict --model {run/'model'} --data DIR --out OUT")
 
 def cmd_evaluate(a):
     "Predict validation and test subjects with every trained stage; write predictions.csv and Tables 1-2."
@@ -91,12 +98,37 @@ def cmd_evaluate(a):
     print(f"{len(preds)} predictions written to {Path(a.run)/'predictions.csv'}")
 
 def cmd_report(a):
-    "Write one subject's organ panel (PNG, Markdown, HTML, CSV) from a run's predictions."
+    "Write one subject's organ panel (PNG, Markdown, HTML, CSV) from a run's predictions or an `organage predict` output folder."
     from organage.core import ConfigError
-    if not Path(a.run).is_dir(): raise ConfigError(f"--run {a.run}: run folder not found")
+    if not Path(a.run).is_dir(): raise ConfigError(f"--run {a.run}: run folder not found (a training run or a predict output folder)")
     from organage.report.panel import write_subject_report
     paths = write_subject_report(a.run, a.subject_id, a.out)
     print('\n'.join(f"{k}: {v}" for k, v in paths.items()))
+
+# %% ../nbs/03_cli.ipynb #0008p
+def cmd_export(a):
+    "Write a portable model folder (weights, fitted preprocessing, validation calibration, settings, model card) from a finished run."
+    from organage.core import ConfigError
+    if not Path(a.run).is_dir(): raise ConfigError(f"--run {a.run}: run folder not found")
+    if a.data is not None and not Path(a.data).is_dir(): raise ConfigError(f"--data {a.data}: data folder not found")
+    out = _out_folder(a.out)
+    from organage.model.portable import export_model, main_stage
+    stage = a.stage or main_stage(a.run)
+    export_model(a.run, out, stage, a.data, device=a.device or 'cpu')
+    print(f"portable model ({stage}) written to {out}")
+
+def cmd_predict(a):
+    "Organ ages, gaps, z-scores and calibrated intervals of new subjects with a portable model; nothing is refitted on them."
+    from organage.core import ConfigError
+    if not Path(a.model).is_dir(): raise ConfigError(f"--model {a.model}: model folder not found")
+    if not Path(a.data).is_dir(): raise ConfigError(f"--data {a.data}: data folder not found")
+    out = _out_folder(a.out)
+    from organage.model.portable import predict
+    res = predict(a.model, a.data, out, batch_size=a.batch_size, device=a.device or 'auto', max_imputed_share=a.max_imputed_share,
+                  modalities=a.modalities)
+    dropped = sum(1 for _ in open(out/'dropped_files.csv')) - 1
+    print(f"{len(res)} organ predictions of {res.subject_id.nunique()} subjects written to {out/'predictions.csv'} and {out/'predictions.h5ad'}"
+          + (f"; {dropped} unreadable files left out, listed in {out/'dropped_files.csv'}" if dropped else ''))
 
 # %% ../nbs/03_cli.ipynb #0009
 def build_parser() -> argparse.ArgumentParser:
@@ -129,15 +161,32 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--stages', nargs='+', choices=['unimodal', 'naive', 'aligned', 'baselines'], default=None, help='stages to run (default: all)')
     t.add_argument('--model', action='append', default=[], metavar='KEY=VALUE',
                    help='model setting, e.g. --model fusion_mode=global (repeatable)')
+    t.add_argument('--no-export', action='store_true', help='do not write the portable model RUN/model/ at the end')
     t.set_defaults(func=cmd_train)
     e = sub.add_parser('evaluate', help='predict validation and test subjects of a trained run')
     e.add_argument('--run', required=True, help='run folder written by organage train')
     e.add_argument('--data', default=None, help='cohort folder (default: the one the run was trained on)')
     e.add_argument('--device', default=None, choices=['auto', 'cpu', 'cuda'])
     e.set_defaults(func=cmd_evaluate)
-    rp = sub.add_parser('report', help="write one subject's organ panel from a run")
+    x = sub.add_parser('export', help='write a portable model folder from a trained run')
+    x.add_argument('--run', required=True, help='run folder written by organage train')
+    x.add_argument('--out', required=True, help='portable model folder to write')
+    x.add_argument('--stage', default=None, help="stage to export (default: the run's main model, aligned fusion when trained)")
+    x.add_argument('--data', default=None, help='cohort folder the run was trained on (default: the one in run.json)')
+    x.add_argument('--device', default=None, choices=['auto', 'cpu', 'cuda'])
+    x.set_defaults(func=cmd_export)
+    pr = sub.add_parser('predict', help='organ ages of new subjects with a portable model (CSV + .h5ad)')
+    pr.add_argument('--model', required=True, help='portable model folder (organage export, or RUN/model)')
+    pr.add_argument('--data', required=True, help='cohort folder (gtex/, chexpert/ and/or ixi/)')
+    pr.add_argument('--out', required=True, help='output folder: predictions.csv, predictions.h5ad, dropped_files.csv, predict.json')
+    pr.add_argument('--batch-size', type=int, default=64, help='subjects per forward pass (results do not depend on it)')
+    pr.add_argument('--max-imputed-share', type=float, default=None, help="refuse expression samples missing more than this share of the model's genes (default: the model's setting, 0.2)")
+    pr.add_argument('--modalities', nargs='+', choices=['rna', 'xray', 'mri'], default=None, help="use only these modalities (default: every one the model reads)")
+    pr.add_argument('--device', default=None, choices=['auto', 'cpu', 'cuda'])
+    pr.set_defaults(func=cmd_predict)
+    rp = sub.add_parser('report', help="write one subject's organ panel from a run or a predict output")
     rp.add_argument('subject_id', nargs='?', default=None, help='subject id (default: the subject with the most organs)')
-    rp.add_argument('--run', required=True, help='run folder holding predictions.csv')
+    rp.add_argument('--run', required=True, help='run folder holding predictions.csv, or an organage predict --out folder')
     rp.add_argument('--out', default=None, help='output folder (default: RUN/subjects)')
     rp.set_defaults(func=cmd_report)
     return p

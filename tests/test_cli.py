@@ -11,7 +11,7 @@ def run(*args, **kw):
 def test_help_lists_commands_without_heavy_imports():
     r = run('--help')
     assert r.returncode == 0
-    for cmd in ('simulate', 'check-data', 'reproduce'): assert cmd in r.stdout
+    for cmd in ('simulate', 'check-data', 'reproduce', 'export', 'predict'): assert cmd in r.stdout
     code = ("import sys, organage.cli as c; c.build_parser().format_help(); "
             "heavy = [m for m in ('torch', 'scanpy', 'monai', 'lightning', 'anndata', 'umap', 'pandas') if m in sys.modules]; "
             "print(heavy)")
@@ -24,6 +24,8 @@ def test_help_lists_commands_without_heavy_imports():
     (['check-data', '/nonexistent/organage-data'], 'data folder not found'),
     (['reproduce', '--set', 'epochs=many'], "setting 'epochs'"),
     (['reproduce', '--set', 'nonsense=1'], "setting 'nonsense'"),
+    (['predict', '--model', '/nonexistent/model', '--data', '/nonexistent/d', '--out', '/nonexistent/o'], 'model folder not found'),
+    (['export', '--run', '/nonexistent/run', '--out', '/nonexistent/m'], 'run folder not found'),
 ])
 def test_user_errors_are_one_line(args, expected):
     r = run(*args)

@@ -66,6 +66,7 @@ def read_chexpert(folder:str|Path, # CheXpert dataset folder or its parent (the 
                   frontal_only:bool=True, # keep frontal views only
                   check_files:bool=False, # stat every image file; drop and count missing ones
                   csvs:tuple[str, ...]=CSV_NAMES, # which split files to read
+                  keep_missing_age:bool=False, # keep rows without a usable age (age NaN), for prediction; training refuses them
                  ):
     "Read CheXpert CSVs into an AnnData (one row per radiograph, no pixels) with the standard organage `obs`."
     import anndata as ad
@@ -107,9 +108,14 @@ def read_chexpert(folder:str|Path, # CheXpert dataset folder or its parent (the 
                 df = df[~lat.to_numpy()]
         age = pd.to_numeric(df['Age'], errors='coerce')
         noage = ~(np.isfinite(age) & (age > 0))
-        drops.drop('age_missing_or_zero', int(noage.sum()), f"{f}: column Age: {int(noage.sum())} rows dropped, age 0 or missing "
-                   f"(expected years > 0; found {examples([f'line {i}: {v!r}' for i, v in df['Age'][noage].items()])})")
-        df = df[~noage.to_numpy()]; df['age'] = pd.to_numeric(df['Age']).astype(float)
+        if keep_missing_age:   # prediction: the image is usable, the age is not needed
+            if noage.any(): drops.note(f"{f}: column Age: {int(noage.sum())} rows without a usable age kept with age missing "
+                                       f"(lines {examples(df.index[noage])})")
+            df = df.copy(); df['age'] = age.where(~noage).astype(float)
+        else:
+            drops.drop('age_missing_or_zero', int(noage.sum()), f"{f}: column Age: {int(noage.sum())} rows dropped, age 0 or missing "
+                       f"(expected years > 0; found {examples([f'line {i}: {v!r}' for i, v in df['Age'][noage].items()])})")
+            df = df[~noage.to_numpy()]; df['age'] = pd.to_numeric(df['Age']).astype(float)
         raw = df['Sex'].fillna('').str.strip().str.lower()
         sex = raw.map(_SEX)
         unknown = raw.isin(['unknown', ''])

@@ -42,7 +42,8 @@ def _read_sheet_raw(path:Path) -> pd.DataFrame:
                   (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)))
 
 def read_ixi_sheet(path:str|Path, # IXI.xls or IXI.csv
-                   drops:DropLog|None=None) -> pd.DataFrame:
+                   drops:DropLog|None=None,
+                   keep_missing_age:bool=False) -> pd.DataFrame: # keep rows without a usable age (age NaN), for prediction
     "Demographics indexed by integer IXI_ID with age and sex; unusable rows dropped and counted (per row of the sheet)."
     path, drops = Path(path), drops if drops is not None else DropLog()
     df = _read_sheet_raw(path)
@@ -59,9 +60,13 @@ def read_ixi_sheet(path:str|Path, # IXI.xls or IXI.csv
     df = df[~bad].copy(); df['IXI_ID'] = rid[~bad].astype(int)
     age = pd.to_numeric(df['AGE'], errors='coerce')
     noage = ~(np.isfinite(age) & (age > 0) & (age < 130))
-    drops.drop('missing_age', int(noage.sum()), f"{path}: column AGE: {int(noage.sum())} rows without a usable age dropped "
-               f"(expected years > 0; found {examples([f'row {i} (IXI_ID {d}): {v!r}' for i, d, v in zip(df.index[noage], df.IXI_ID[noage], df.AGE[noage])])})")
-    df = df[~noage]; df['age'] = age[~noage].astype(float)
+    if keep_missing_age:   # prediction: the volume is usable, the age is not needed
+        if noage.any(): drops.note(f"{path}: column AGE: {int(noage.sum())} rows without a usable age kept with age missing")
+        df['age'] = age.where(~noage).astype(float)
+    else:
+        drops.drop('missing_age', int(noage.sum()), f"{path}: column AGE: {int(noage.sum())} rows without a usable age dropped "
+                   f"(expected years > 0; found {examples([f'row {i} (IXI_ID {d}): {v!r}' for i, d, v in zip(df.index[noage], df.IXI_ID[noage], df.AGE[noage])])})")
+        df = df[~noage]; df['age'] = age[~noage].astype(float)
     sex = df['SEX_ID'].astype(str).str.strip().str.replace(r'\.0$', '', regex=True).map({'1': 'male', '2': 'female'})
     nosex = sex.isna()
     drops.drop('malformed_sex', int(nosex.sum()), f"{path}: column SEX_ID: {int(nosex.sum())} rows dropped "
@@ -154,6 +159,7 @@ def _nifti_problem(path:Path) -> tuple[str, str]|None:
 
 def read_ixi(folder:str|Path, # IXI folder: IXI.xls or IXI.csv and the T1 files (e.g. in IXI-T1/)
              check_headers:bool=True, # read every NIfTI header now; drop and count unreadable or non-3-D files
+             keep_missing_age:bool=False, # keep volumes whose sheet row has no usable age (age NaN), for prediction
             ):
     "Read IXI T1 volumes and demographics into an AnnData (one row per volume, no voxels) with standard `obs`."
     import anndata as ad
@@ -161,7 +167,7 @@ def read_ixi(folder:str|Path, # IXI folder: IXI.xls or IXI.csv and the T1 files 
     if not folder.is_dir(): raise DataError('IXI folder not found', path=folder, expected='a folder with IXI.xls and IXI-T1/')
     sheet_path = find_ixi_sheet(folder)
     drops, sheet_drops = DropLog(), DropLog()
-    sheet = read_ixi_sheet(sheet_path, sheet_drops)
+    sheet = read_ixi_sheet(sheet_path, sheet_drops, keep_missing_age)
     drops.messages += sheet_drops.messages
     files = sorted(p for p in folder.rglob('*-T1.nii*') if p.is_file() and re.search(r'\.nii(\.gz)?$', p.name))
     if not files:

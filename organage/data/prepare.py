@@ -99,6 +99,7 @@ class CohortData:
                             expected='at least one readable image', found=f"{len(d)} unusable files, e.g. {d.error.iloc[0]}")
         stats = self.ds['train'].fit_pixel_stats()
         for d in self.ds.values(): d.set_pixel_stats(stats)
+        self.pixel_stats = stats   # {'xray'|'mri': PixelStandardize} fitted on training images (a portable model saves them)
 
     def images_without_training(self) -> list[str]:
         "Image modalities of the cohort with no usable image in the training split."

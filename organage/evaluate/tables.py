@@ -110,7 +110,8 @@ def evaluate_run(run_dir, # a folder written by `train_curriculum`
     cfg, tcfg, data = open_run(run_dir, data_dir, device, loaders)
     dev = pick_device(device)
     frames = []
-    for sdir in sorted(p for p in run_dir.iterdir() if (p/'model.safetensors').exists()):
+    stages = [p for p in run_dir.iterdir() if (p/'model.safetensors').exists() and not (p/'bundle.json').exists()]   # RUN/model: the portable copy of a stage
+    for sdir in sorted(stages):
         model = load_model(sdir)
         kind, mods = model.cfg.kind, model.cfg.modalities
         runs = [(None, 'fusion' if kind != 'unimodal' else mods[0])]

@@ -11,7 +11,7 @@ from ..core import DataError, atomic_write, save_figure, write_csv
 from ..evaluate.predictions import read_predictions
 
 # %% auto #0
-__all__ = ['subject_zscores', 'most_observed_subject', 'subject_rows', 'write_subject_report']
+__all__ = ['subject_zscores', 'most_observed_subject', 'report_rows', 'subject_rows', 'write_subject_report']
 
 # %% ../../nbs/report/01_panel.ipynb #0005
 def subject_zscores(preds:pd.DataFrame, # predictions table (contract columns, with val and test splits)
@@ -28,6 +28,17 @@ def most_observed_subject(z:pd.DataFrame, split:str|None='test') -> str:
     d = z[z['split'] == split] if split is not None and 'split' in z.columns and (z['split'] == split).any() else z
     n = d.groupby('subject_id')['organ'].nunique()
     return str(n[n == n.max()].sort_index().index[0])
+
+# %% ../../nbs/report/01_panel.ipynb #0005r
+def report_rows(folder:str|os.PathLike, # a run folder (predictions.csv of `organage evaluate`) or an `organage predict` output folder
+               ) -> pd.DataFrame:
+    "Rows the panel reads: a run's predictions calibrated on its validation split, or a predict output's own calibrated rows (calibration of the portable model, nothing refitted)."
+    folder = Path(folder)
+    if (folder/'predict.json').is_file():
+        p = folder/'predictions.csv'
+        if not p.is_file(): raise DataError("predict output without predictions.csv", path=p)
+        return pd.read_csv(p, dtype={'subject_id': str})
+    return subject_zscores(read_predictions(folder))
 
 # %% ../../nbs/report/01_panel.ipynb #0006
 def subject_rows(z:pd.DataFrame, subject_id:str,
@@ -48,10 +59,14 @@ def _page(subject_id, rows, png_name) -> tuple[str, str]:
     cols = ['organ', 'age', 'mu', 'gap', 'gap_lo', 'gap_hi', 'z']
     t = rows[cols].rename(columns={'age': 'age (y)', 'mu': 'predicted (y)', 'gap': 'gap (y)', 'gap_lo': 'gap 95% low',
                                    'gap_hi': 'gap 95% high', 'z': 'z-score'}).round(2)
-    oldest = rows.loc[rows['z'].idxmax()]
-    summary = (f"Subject {subject_id}, chronological age {rows['age'].iloc[0]:.0f} years: {len(rows)} organ(s) predicted. "
-               f"Largest z-score: {oldest['organ']} ({oldest['z']:+.2f}, gap {oldest['gap']:+.1f} years, "
-               f"95% interval {oldest['gap_lo']:+.1f} to {oldest['gap_hi']:+.1f}).")
+    if rows['z'].notna().any():
+        oldest = rows.loc[rows['z'].idxmax()]
+        summary = (f"Subject {subject_id}, chronological age {rows['age'].iloc[0]:.0f} years: {len(rows)} organ(s) predicted. "
+                   f"Largest z-score: {oldest['organ']} ({oldest['z']:+.2f}, gap {oldest['gap']:+.1f} years, "
+                   f"95% interval {oldest['gap_lo']:+.1f} to {oldest['gap_hi']:+.1f}).")
+    else:   # a subject predicted without a chronological age (organage predict): ages and intervals, no gaps
+        summary = (f"Subject {subject_id}, chronological age not given: {len(rows)} organ(s) predicted; gaps and z-scores "
+                   "need an age. " + '; '.join(f"{r.organ} {r.mu:.1f} years" for r in rows.itertuples()) + '.')
     md = f"# Organ-age profile: {subject_id}\n\n{summary}\n\n![organ panel]({png_name})\n\n{t.to_markdown(index=False)}\n"
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>organage: {html.escape(str(subject_id))}</title></head>"
             f"<body><h1>Organ-age profile: {html.escape(str(subject_id))}</h1><p>{html.escape(summary)}</p>"
@@ -66,7 +81,7 @@ def write_subject_report(run_dir:str|os.PathLike, # run folder holding predictio
     "Write `<id>.png`, `<id>.md`, `<id>.html` and `<id>.csv` for one subject; return their paths."
     import matplotlib.pyplot as plt
     from organage.report.plots import plot_subject_panel
-    z = subject_zscores(read_predictions(run_dir)) if z is None else z
+    z = report_rows(run_dir) if z is None else z
     subject_id = most_observed_subject(z) if subject_id is None else str(subject_id)
     sp = Path(run_dir)/'splits.csv'
     rows = subject_rows(z, subject_id, pd.read_csv(sp, dtype={'subject_id': str}) if sp.exists() else None)

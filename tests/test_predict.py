@@ -1,0 +1,217 @@
+"""A trained run as a portable model, and `predict` on subjects it never saw (issue 13): external cohort, batch and
+storage independence, subjects without age, broken files, missing genes, refusals, no pickle in the bundle."""
+import json, shutil
+from pathlib import Path
+import numpy as np
+import pandas as pd
+import pytest
+import nibabel as nib
+from numpy.testing import assert_allclose
+
+from organage.core import load_config, ConfigError, DataError
+from organage.data.synth import simulate_cohort
+from organage.data.cohort import read_cohort
+from organage.model.predict import open_run, predict_dataset
+from organage.model.weights import load_model
+from organage.model.portable import export_model, load_portable, predict, FORMAT
+from organage.cli import main
+
+SIM = dict(n_genes=200, image_size=32, volume_size=16)
+CFG = dict(epochs=3, image_size=32, volume_size=16, n_genes=200, device='cpu', batch_size=32)   # tiny: seconds per epoch
+
+
+@pytest.fixture(scope='module')
+def bundle(tmp_path_factory):
+    "A tiny aligned model trained on cohort A (seed 0), exported; cohort B simulated with seed 1."
+    d = tmp_path_factory.mktemp('port')
+    simulate_cohort(d/'A', subjects=300, seed=0, **SIM)
+    simulate_cohort(d/'B', subjects=120, seed=1, **SIM)
+    sets = [a for k, v in CFG.items() if k != 'device' for a in ('--set', f'{k}={v}')]
+    # ComBat over the GTEx batches, fitted on training; `organage train` ends by writing RUN/model
+    assert main(['train', '--data', str(d/'A'), '--run', str(d/'run'), '--stages', 'aligned', '--device', 'cpu', *sets]) == 0
+    assert main(['export', '--run', str(d/'run'), '--out', str(d/'model')]) == 0
+    return d
+
+
+@pytest.fixture(scope='module')
+def pm(bundle): return load_portable(bundle/'model')
+
+
+def _subset(adatas, subjects):
+    s = set(subjects)
+    return {m: a[a.obs.subject_id.astype(str).isin(s).to_numpy()].copy() for m, a in adatas.items()
+            if a.obs.subject_id.astype(str).isin(s).any()}
+
+
+def test_bundle_is_data_only(bundle, pm):
+    "Every file opens with json, np.load(allow_pickle=False) or safetensors; the card says what the model is."
+    from safetensors.numpy import load_file
+    files = sorted(p for p in (bundle/'model').rglob('*') if p.is_file())
+    assert {p.name for p in files} >= {'bundle.json', 'model.safetensors', 'model.json', 'calibration.json', 'card.json', 'MODEL_CARD.md',
+                                       'pixel_stats.npz', 'expression.json', 'expression.npz'}
+    for p in files:
+        if p.suffix == '.json': json.loads(p.read_text(), parse_constant=lambda c: pytest.fail(f'{p}: {c} is not strict JSON'))
+        elif p.suffix == '.npz':
+            with np.load(p, allow_pickle=False) as z: [z[k] for k in z.files]
+        elif p.suffix == '.safetensors': load_file(str(p))
+        elif p.suffix == '.md': assert 'simulated cohort' in p.read_text()
+        else: pytest.fail(f'unexpected file in the bundle: {p}')
+    meta = json.loads((bundle/'model'/'bundle.json').read_text())
+    assert meta['format'] == FORMAT and meta['stage'] == 'aligned' and set(meta['versions']) == {'organage', 'torch', 'numpy'}
+    assert meta['geometry'] == dict(image_size=32, volume_size=16, mri_fov_mm=210.0, mri_register=False, chain='organage.data.preprocess.image_transforms')
+    card = pm.card
+    assert card['training']['n_subjects'] > 100 and card['simulated']
+    assert {'n_female', 'n_male', 'age_min', 'age_max'} <= set(card['training']['by_modality_organ'][0])
+    assert {r['organ'] for r in card['validation']} == set(pm.organs)
+
+
+def test_train_writes_the_same_bundle_and_evaluate_ignores_it(bundle):
+    "RUN/model (written by organage train) equals organage export's folder; organage evaluate does not take it for a stage."
+    for f in ('calibration.json', 'card.json', 'model.json', 'pixel_stats.npz', 'model.safetensors', 'expression/expression.npz'):
+        assert (bundle/'run'/'model'/f).read_bytes() == (bundle/'model'/f).read_bytes() or f == 'card.json', f
+    from organage.evaluate.tables import evaluate_run
+    evaluate_run(bundle/'run', device='cpu')
+    assert set(pd.read_csv(bundle/'run'/'predictions_by_model.csv').model) == {'aligned'}
+
+
+def test_refuses_other_format_and_version(bundle, tmp_path):
+    for key, value, msg in (('format', FORMAT + 1, f'version {FORMAT + 1}'), ('versions', {'organage': '7.0.0'}, 'organage 7.0.0')):
+        m = tmp_path/key; shutil.copytree(bundle/'model', m)
+        meta = json.loads((m/'bundle.json').read_text()); meta[key] = value
+        (m/'bundle.json').write_text(json.dumps(meta))
+        with pytest.raises(ConfigError, match=msg): load_portable(m)
+
+
+def test_own_test_subjects_reproduce_the_run(bundle, pm):
+    "Nothing is refitted: the run's test subjects through the bundle get exactly the run's own predictions."
+    cfg, tcfg, data = open_run(bundle/'run', device='cpu')
+    ref = predict_dataset(load_model(bundle/'run'/'aligned'), data.ds['test'])
+    test = data.splits.subject_id[data.splits.split == 'test']
+    got = predict(pm, _subset(read_cohort(bundle/'A'), test))
+    m = ref.merge(got, on=['subject_id', 'organ'], suffixes=('_run', ''))
+    assert len(m) == len(ref) == len(got)
+    assert_allclose(m.mu_raw, m.mu_run, rtol=1e-5); assert_allclose(m.sigma_raw, m.sigma_run, rtol=1e-5)
+    assert (m.genes_imputed_share.dropna() == 0).all()
+    assert set(m.batch_adjusted[m.organ_modalities.str.contains('rna')]) == {'yes'}   # training batches: ComBat's training reference
+
+
+def test_external_cohort_mae(bundle, pm):
+    "Cohort B (another seed): its expression is another simulated gene set (refused, with the way out); its images are predicted."
+    with pytest.raises(DataError, match="too many of the model's genes.*modalities="):
+        predict(pm, bundle/'B')
+    res = predict(pm, bundle/'B', out=bundle/'predB', modalities=['xray', 'mri'])
+    truth = pd.read_csv(bundle/'B'/'truth.csv', dtype={'subject_id': str})
+    m = res.merge(truth[['subject_id', 'organ', 'age']], on=['subject_id', 'organ'], suffixes=('', '_truth'))
+    assert len(m) == len(res) and len(res) > 50
+    assert np.abs(m.age - m.age_truth).max() < 1.5   # file ages (per study) near the truth's chronological age
+    own = {r['organ']: r['mae'] for r in pm.card['test']}
+    for organ, g in m.groupby('organ'):
+        mae = float(np.mean(np.abs(g.mu_raw - g.age_truth)))
+        assert np.isfinite(mae) and mae < 2 * own[organ] + 3, (organ, mae, own[organ])
+    for f in ('predictions.csv', 'predictions.h5ad', 'dropped_files.csv', 'predict.json'): assert (bundle/'predB'/f).is_file()
+
+
+def test_together_and_one_at_a_time(bundle, pm):
+    "A subject's answer does not depend on who else is predicted with it (expression and images)."
+    cfg, tcfg, data = open_run(bundle/'run', device='cpu')
+    test = sorted(data.splits.subject_id[data.splits.split == 'test'])[:6]
+    ads = _subset(read_cohort(bundle/'A'), test)
+    together = predict(pm, ads, batch_size=4)
+    alone = pd.concat([predict(pm, _subset(ads, [s]), batch_size=1) for s in test], ignore_index=True)
+    assert together[['subject_id', 'organ']].values.tolist() == alone[['subject_id', 'organ']].values.tolist()
+    num = ['mu_raw', 'sigma_raw', 'mu', 'sigma', 'gap', 'z', 'lo95', 'hi95', 'genes_imputed_share']
+    assert_allclose(alone[num].to_numpy(float), together[num].to_numpy(float), rtol=1e-5, atol=1e-6)
+
+
+def test_orientation_does_not_matter(bundle, pm, tmp_path):
+    "The same brain stored RAS and LAS (nibabel as_reoriented) gets the same prediction."
+    mri = read_cohort(bundle/'B', ['mri'])['mri']
+    row = mri.obs.iloc[0]
+    img = nib.as_closest_canonical(nib.load(row['path']))   # RAS
+    ras, las = tmp_path/'ras.nii.gz', tmp_path/'las.nii.gz'
+    nib.save(img, ras)
+    nib.save(img.as_reoriented(np.array([[0, -1], [1, 1], [2, 1]])), las)
+    assert ''.join(nib.aff2axcodes(nib.load(las).affine)) == 'LAS'
+    assert not np.allclose(np.asarray(nib.load(las).dataobj), np.asarray(img.dataobj))   # stored mirrored
+    a = mri[:2].copy(); a.obs['subject_id'] = ['ras', 'las']; a.obs['path'] = [str(ras), str(las)]; a.obs['age'] = row['age']
+    r = predict(pm, {'mri': a}).set_index('subject_id')
+    assert_allclose(r.loc['las', ['mu_raw', 'sigma_raw']].to_numpy(float), r.loc['ras', ['mu_raw', 'sigma_raw']].to_numpy(float), rtol=1e-5)
+
+
+def test_subjects_without_age(bundle, pm):
+    ads = read_cohort(bundle/'B', ['xray', 'mri'])
+    ids = sorted(set(ads['xray'].obs.subject_id.astype(str)))[:5]
+    ads = _subset(ads, ids + sorted(set(ads['mri'].obs.subject_id.astype(str)))[:5])
+    ref = predict(pm, ads)
+    for a in ads.values(): a.obs.loc[a.obs.subject_id.astype(str).isin(ids[:3]), 'age'] = np.nan
+    r = predict(pm, ads)
+    no = r.subject_id.isin(ids[:3])
+    assert r.no_age.tolist() == no.tolist()
+    assert r.loc[no, ['gap', 'z', 'gap_lo', 'gap_hi']].isna().all().all() and r.loc[no, ['mu', 'lo95', 'hi95']].notna().all().all()
+    assert_allclose(r.mu.to_numpy(float), ref.mu.to_numpy(float), rtol=1e-6)   # the age never enters the network
+    assert r.loc[~no, 'gap'].notna().all()
+
+
+def test_folder_rows_without_age_are_predicted(bundle, pm, tmp_path):
+    "A CheXpert CSV and an IXI sheet with blank ages: those images are predicted, flagged no_age (GTEx donors still need an age)."
+    shutil.copytree(bundle/'B'/'chexpert', tmp_path/'c'/'chexpert'); shutil.copytree(bundle/'B'/'ixi', tmp_path/'c'/'ixi')
+    csv = next((tmp_path/'c'/'chexpert').glob('*/train.csv'))
+    t = pd.read_csv(csv); blank_x = sorted(set(t.Path.str.extract(r'(patient\d+)')[0]))[:3]
+    t.loc[t.Path.str.extract(r'(patient\d+)')[0].isin(blank_x), 'Age'] = np.nan; t.to_csv(csv, index=False)
+    sheet = tmp_path/'c'/'ixi'/'IXI.csv'; x = pd.read_csv(sheet); x.loc[:2, 'AGE'] = np.nan; x.to_csv(sheet, index=False)
+    blank_m = [f'IXI{int(i):03d}' for i in x.IXI_ID[:3]]
+    r = predict(pm, tmp_path/'c')
+    no = r.subject_id.isin(blank_x + blank_m)
+    assert no.sum() >= 4 and r.no_age.tolist() == no.tolist() and r.loc[no, 'gap'].isna().all() and r.loc[~no, 'gap'].notna().all()
+
+
+def test_broken_files_are_listed_not_fatal(bundle, pm, tmp_path):
+    "A truncated JPEG and a NaN-filled volume: the good subjects are predicted, the bad files named."
+    ads = read_cohort(bundle/'B', ['xray', 'mri'])
+    xs = sorted(set(ads['xray'].obs.subject_id.astype(str)) - set(ads['mri'].obs.subject_id.astype(str)))[:3]
+    ms = sorted(set(ads['mri'].obs.subject_id.astype(str)) - set(ads['xray'].obs.subject_id.astype(str)))[:3]
+    ads = _subset(ads, xs + ms)
+    x = ads['xray']; first = np.flatnonzero(x.obs.subject_id.astype(str) == xs[0])
+    bad_jpg = tmp_path/'truncated.jpg'; raw = Path(x.obs.path.iloc[first[0]]).read_bytes(); bad_jpg.write_bytes(raw[:len(raw) // 3])
+    x.obs.loc[x.obs.index[first], 'path'] = str(bad_jpg)
+    v = ads['mri']; j = int(np.flatnonzero(v.obs.subject_id.astype(str) == ms[0])[0])
+    img = nib.load(v.obs.path.iloc[j]); bad_nii = tmp_path/'nan.nii.gz'
+    nib.save(nib.Nifti1Image(np.full(img.shape, np.nan, np.float32), img.affine), bad_nii)
+    v.obs.loc[v.obs.index[j], 'path'] = str(bad_nii)
+    r = predict(pm, ads, out=tmp_path/'out')
+    assert set(r.subject_id) == set(xs[1:] + ms[1:])
+    dropped = pd.read_csv(tmp_path/'out'/'dropped_files.csv')
+    assert sorted(Path(p).name for p in dropped.path) == sorted(['nan.nii.gz'] + ['truncated.jpg'] * len(first))
+    assert dropped.error.str.contains('non-finite').any() and dropped.error.str.contains('cannot be decoded').any()
+
+
+def test_missing_genes_and_versions(bundle, pm):
+    "Genes stored without versions match; removed genes are imputed from the training reference and counted per row."
+    cfg, tcfg, data = open_run(bundle/'run', device='cpu')
+    test = sorted(data.splits.subject_id[data.splits.split == 'test'])[:8]
+    rna = _subset(read_cohort(bundle/'A', ['rna']), test)['rna']
+    ref = predict(pm, {'rna': rna})
+    plain = rna.copy(); plain.var_names = [g.split('.')[0] for g in rna.var_names]
+    assert_allclose(predict(pm, {'rna': plain}).mu_raw, ref.mu_raw, rtol=1e-6)
+    model_genes = {g.split('.')[0] for g in pm.expression.genes_out_}
+    drop = sorted(model_genes)[:20]
+    fewer = plain[:, [g not in drop for g in plain.var_names]].copy()
+    r = predict(pm, {'rna': fewer})
+    assert_allclose(r.genes_imputed_share, 20 / len(model_genes))
+    assert np.isfinite(r.mu_raw).all()
+    with pytest.raises(DataError, match='too many'): predict(pm, {'rna': fewer}, max_imputed_share=0.05)
+    new_batch = rna.copy(); new_batch.obs['batch'] = 'a-batch-never-seen'
+    r = predict(pm, {'rna': new_batch})
+    assert set(r.batch_adjusted) == {'no'} and np.isfinite(r.mu_raw).all()   # flagged, left unadjusted, still predicted
+
+
+def test_cli_predict_and_report(bundle, capsys):
+    out = bundle/'cli_out'
+    assert main(['predict', '--model', str(bundle/'model'), '--data', str(bundle/'B'), '--out', str(out), '--modalities', 'xray', 'mri']) == 0
+    assert 'organ predictions of' in capsys.readouterr().out
+    p = pd.read_csv(out/'predictions.csv', dtype={'subject_id': str})
+    import anndata as ad
+    h = ad.read_h5ad(out/'predictions.h5ad')
+    assert h.n_obs == len(p) and {'mu', 'gap', 'z', 'lo95', 'hi95', 'no_age', 'modality_missing'} <= set(h.obs.columns)
+    assert main(['report', p.subject_id.iloc[0], '--run', str(out), '--out', str(out/'subjects')]) == 0
+    assert (out/'subjects'/f'{p.subject_id.iloc[0]}.png').is_file()
