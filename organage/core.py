@@ -53,7 +53,7 @@ PROFILE_SECTIONS = ('train', 'model')   # settings of `TrainConfig` and of the n
 
 PROFILES: dict[str, dict[str, Any]] = {
     'quick': dict(subjects=1200, n_genes=2000, image_size=64, volume_size=32, epochs=24, batch_size=64,
-                  num_workers=0, precision='32-true', n_bootstrap=1000, repeats=3,
+                  num_workers=0, precision='32-true', n_bootstrap=1000, repeats=2,
                   train=dict(rna_method='logcpm'),
                   model=dict(latent_dim=64, proj_dim=32, enc_width=16, enc_depth=2, enc_stem=4, backbone='small',
                              enc_grid=4, image_shift=2, input_dropout=0.5, nll_beta=0.5,   # issue #12: chosen on validation subjects
@@ -96,7 +96,7 @@ class RunConfig(BaseModel):
     # statistics
     n_bootstrap: int = Field(1000, ge=100)
     ci_level: float = Field(0.95, gt=0, lt=1)
-    repeats: int = Field(3, ge=1, description='subject-grouped splits Table 1 is repeated over (organage.evaluate.repeats); '
+    repeats: int = Field(2, ge=1, description='subject-grouped splits Table 1 is repeated over (organage.evaluate.repeats); '
                          'repeat 0 is the main run')
 
     @model_validator(mode='before')
