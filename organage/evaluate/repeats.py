@@ -163,10 +163,10 @@ def repeated_splits(cfg:RunConfig, # the main run's settings; repeat r uses seed
     for r in range(R):
         cr = RunConfig(**{**cfg.model_dump(), 'seed': cfg.seed + r})
         folder, action = out_dir/f'repeat_{r}', 'trained'
-        if r == 0 and main_run is not None and _finished(Path(main_run)):
-            why = _settings_differ(Path(main_run), cr, data_dir, model, train)
+        if r == 0 and main_run is not None:
+            why = _settings_differ(Path(main_run), cr, data_dir, model, train) if _finished(Path(main_run)) else ['no finished predictions']
             if not why: folder, action = Path(main_run), 'main run'
-            else: log.info("repeat 0: the main run %s has other settings (%s); training repeat 0 in %s", main_run, ', '.join(why), folder)
+            else: log.info("repeat 0: the main run %s cannot be used (%s); repeat 0 goes to %s", main_run, ', '.join(why), folder)
         if action == 'trained' and _finished(folder):
             why = _settings_differ(folder, cr, data_dir, model, train)
             if why: raise ConfigError(f"{folder}: this repeat was made with other settings ({', '.join(why)}); use a new folder")
