@@ -53,13 +53,13 @@ PROFILE_SECTIONS = ('train', 'model')   # settings of `TrainConfig` and of the n
 
 PROFILES: dict[str, dict[str, Any]] = {
     'quick': dict(subjects=1200, n_genes=2000, image_size=64, volume_size=32, epochs=24, batch_size=64,
-                  num_workers=0, precision='32-true', n_bootstrap=1000,
+                  num_workers=0, precision='32-true', n_bootstrap=1000, repeats=2,
                   train=dict(rna_method='logcpm'),
                   model=dict(latent_dim=64, proj_dim=32, enc_width=16, enc_depth=2, enc_stem=4, backbone='small',
                              enc_grid=4, image_shift=2, input_dropout=0.5, nll_beta=0.5,   # issue #12: chosen on validation subjects
                              n_heads=4, n_layers=1, dropout=0.1)),
     'full': dict(subjects=20000, n_genes=20000, image_size=224, volume_size=96, epochs=60, batch_size=128,
-                 num_workers=8, precision='bf16-mixed', n_bootstrap=10000,
+                 num_workers=8, precision='bf16-mixed', n_bootstrap=10000, repeats=5,
                  train=dict(rna_method='vst'),
                  model=dict(latent_dim=256, proj_dim=128, enc_width=32, enc_depth=3, enc_stem=2, backbone='resnet18',
                             n_heads=8, n_layers=2, dropout=0.1)),
@@ -96,6 +96,8 @@ class RunConfig(BaseModel):
     # statistics
     n_bootstrap: int = Field(1000, ge=100)
     ci_level: float = Field(0.95, gt=0, lt=1)
+    repeats: int = Field(2, ge=1, description='subject-grouped splits Table 1 is repeated over (organage.evaluate.repeats); '
+                         'repeat 0 is the main run')
 
     @model_validator(mode='before')
     @classmethod

@@ -9,12 +9,13 @@ __all__ = ['ModelConfig', 'OrganAgeModel', 'train_curriculum', 'model_config_for
            'results_tables', 'fusion_check', 'error_metrics', 'sigma_metrics', 'fused_rows', 'main_predictions',
            'calibrate', 'fit_bias_correction', 'bias_report', 'fit_intervals', 'coverage_table', 'organ_gap',
            'organ_zscores', 'wilcoxon_by_organ', 'bootstrap_ci', 'bootstrap_by_organ', 'pairwise_mae', 'metrics_table',
-           'age_bin_table', 'site_table', 'nested_models_table', 'organ_table', 'join_truth', 'gap_recovery',
-           'bio_age_coverage', 'compare_recovery', 'paired_recovery_difference', 'train_variant', 'explain_genes',
-           'explain_latents', 'top_features', 'attribution_summary', 'shared_features', 'cumulative_attribution',
-           'precision_at_k', 'integrated_gradients', 'model_gradcam', 'model_group_gradcam', 'subject_gradcam',
-           'image_age_forward', 'image_predictions', 'group_maps', 'age_groups', 'gap_groups', 'observation_latents',
-           'alignment_metrics', 'compare_alignment', 'alignment_spaces', 'umap_embedding']
+           'age_bin_table', 'site_table', 'nested_models_table', 'organ_table', 'repeated_splits', 'repeat_table1',
+           'summarise_repeats', 'mean_sd_table', 'paired_differences', 'across_repeats', 'COMPARISONS', 'join_truth',
+           'gap_recovery', 'bio_age_coverage', 'compare_recovery', 'paired_recovery_difference', 'train_variant',
+           'explain_genes', 'explain_latents', 'top_features', 'attribution_summary', 'shared_features',
+           'cumulative_attribution', 'precision_at_k', 'integrated_gradients', 'model_gradcam', 'model_group_gradcam',
+           'subject_gradcam', 'image_age_forward', 'image_predictions', 'group_maps', 'age_groups', 'gap_groups',
+           'observation_latents', 'alignment_metrics', 'compare_alignment', 'alignment_spaces', 'umap_embedding']
 
 # %% ../nbs/api/02_tl.ipynb #bec41c42
 from .model.fusion import ModelConfig, OrganAgeModel
@@ -29,6 +30,8 @@ from .evaluate.calibration import (calibrate, fit_bias_correction, bias_report, 
                                            organ_gap, organ_zscores)
 from .evaluate.stats import (wilcoxon_by_organ, bootstrap_ci, bootstrap_by_organ, pairwise_mae, metrics_table,
                                      age_bin_table, site_table, nested_models_table, organ_table)
+from .evaluate.repeats import (repeated_splits, repeat_table1, summarise_repeats, mean_sd_table, paired_differences,
+                                       across_repeats, COMPARISONS)
 from .evaluate.truth import (join_truth, gap_recovery, bio_age_coverage, compare_recovery, paired_recovery_difference,
                                      train_variant)
 from .explain.attribution import (explain_genes, explain_latents, top_features, attribution_summary, shared_features,
@@ -38,5 +41,5 @@ from .explain.gradcam import (model_gradcam, model_group_gradcam, subject_gradca
 from .explain.embedding import (observation_latents, alignment_metrics, compare_alignment, alignment_spaces,
                                         umap_embedding)
 
-_all_ = ['ModelConfig', 'OrganAgeModel', 'train_curriculum', 'model_config_for', 'predict_dataset', 'export_model', 'load_portable', 'predict', 'PortableModel', 'BaselineConfig', 'fit_baselines', 'fit_predict_baselines', 'baseline_inputs', 'subject_folds', 'fit_enet', 'fit_pcr', 'OrganBaseline', 'StackedFusion', 'evaluate_run', 'results_tables', 'fusion_check', 'error_metrics', 'sigma_metrics', 'fused_rows', 'main_predictions', 'calibrate', 'fit_bias_correction', 'bias_report', 'fit_intervals', 'coverage_table', 'organ_gap', 'organ_zscores', 'wilcoxon_by_organ', 'bootstrap_ci', 'bootstrap_by_organ', 'pairwise_mae', 'metrics_table', 'age_bin_table', 'site_table', 'nested_models_table', 'organ_table', 'join_truth', 'gap_recovery', 'bio_age_coverage', 'compare_recovery', 'paired_recovery_difference', 'train_variant', 'explain_genes', 'explain_latents', 'top_features', 'attribution_summary', 'shared_features', 'cumulative_attribution', 'precision_at_k', 'integrated_gradients', 'model_gradcam', 'model_group_gradcam', 'subject_gradcam', 'image_age_forward', 'image_predictions', 'group_maps', 'age_groups', 'gap_groups', 'observation_latents', 'alignment_metrics', 'compare_alignment', 'alignment_spaces', 'umap_embedding']
+_all_ = ['ModelConfig', 'OrganAgeModel', 'train_curriculum', 'model_config_for', 'predict_dataset', 'export_model', 'load_portable', 'predict', 'PortableModel', 'BaselineConfig', 'fit_baselines', 'fit_predict_baselines', 'baseline_inputs', 'subject_folds', 'fit_enet', 'fit_pcr', 'OrganBaseline', 'StackedFusion', 'evaluate_run', 'results_tables', 'fusion_check', 'error_metrics', 'sigma_metrics', 'fused_rows', 'main_predictions', 'calibrate', 'fit_bias_correction', 'bias_report', 'fit_intervals', 'coverage_table', 'organ_gap', 'organ_zscores', 'wilcoxon_by_organ', 'bootstrap_ci', 'bootstrap_by_organ', 'pairwise_mae', 'metrics_table', 'age_bin_table', 'site_table', 'nested_models_table', 'organ_table', 'repeated_splits', 'repeat_table1', 'summarise_repeats', 'mean_sd_table', 'paired_differences', 'across_repeats', 'COMPARISONS', 'join_truth', 'gap_recovery', 'bio_age_coverage', 'compare_recovery', 'paired_recovery_difference', 'train_variant', 'explain_genes', 'explain_latents', 'top_features', 'attribution_summary', 'shared_features', 'cumulative_attribution', 'precision_at_k', 'integrated_gradients', 'model_gradcam', 'model_group_gradcam', 'subject_gradcam', 'image_age_forward', 'image_predictions', 'group_maps', 'age_groups', 'gap_groups', 'observation_latents', 'alignment_metrics', 'compare_alignment', 'alignment_spaces', 'umap_embedding']
 
