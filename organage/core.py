@@ -56,13 +56,13 @@ PROFILES: dict[str, dict[str, Any]] = {
                   num_workers=0, precision='32-true', n_bootstrap=1000, repeats=2,
                   train=dict(rna_method='logcpm'),
                   model=dict(latent_dim=64, proj_dim=32, enc_width=16, enc_depth=2, enc_stem=4, backbone='small',
-                             enc_grid=4, image_shift=2, input_dropout=0.5, nll_beta=0.5,   # issue #12: chosen on validation subjects
+                             enc_grid=4, image_shift=2, input_dropout=0.5, nll_beta=0.5, predict_samples=20,   # issue #12: chosen on validation subjects
                              n_heads=4, n_layers=1, dropout=0.1)),
     'full': dict(subjects=20000, n_genes=20000, image_size=224, volume_size=96, epochs=60, batch_size=128,
                  num_workers=8, precision='bf16-mixed', n_bootstrap=10000, repeats=5,
                  train=dict(rna_method='vst'),
                  model=dict(latent_dim=256, proj_dim=128, enc_width=32, enc_depth=3, enc_stem=2, backbone='resnet18',
-                            n_heads=8, n_layers=2, dropout=0.1)),
+                            n_heads=8, n_layers=2, dropout=0.1, predict_samples=20)),
 }
 
 

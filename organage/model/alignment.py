@@ -15,7 +15,8 @@ __all__ = ['VIB', 'kl_standard_normal', 'ProjectionHead', 'info_nce', 'subject_p
 
 # %% ../../nbs/model/01_alignment.ipynb #0005
 class VIB(nn.Module):
-    "(N, d_in) -> latent z (N, d); keeps `mu`, `logvar` of the last call for the KL term."
+    "(N, d_in) -> (z, mu, logvar), each (N, d): z sampled in training, z = mu in eval (one shared draw from `mc_seed` when it is set)."
+    mc_seed: int|None = None
     def __init__(self, d_in:int, # input width
                  d:int|None=None, # latent width (default: d_in)
                  init_logvar:float=-5.0): # starting log-variance: small noise, so the encoder's signal is not drowned at first
@@ -26,7 +27,11 @@ class VIB(nn.Module):
     def forward(self, h):
         mu, logvar = self.to_stats(h).chunk(2, dim=-1)
         logvar = logvar.clamp(-12, 8)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+        if self.training: z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        elif self.mc_seed is not None:   # a Monte Carlo sample at prediction: one draw of the noise, shared by every row
+            eps = torch.randn(mu.shape[-1], generator=torch.Generator().manual_seed(int(self.mc_seed))).to(mu.device, mu.dtype)
+            z = mu + eps * (0.5 * logvar).exp()
+        else: z = mu
         return z, mu, logvar
 
 def kl_standard_normal(mu, logvar):

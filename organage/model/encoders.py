@@ -14,9 +14,19 @@ from ..core import ConfigError
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'MODALITIES', 'MLPEncoder', 'RandomShift', 'SmallCNN', 'monai_resnet', 'load_backbone_weights', 'make_encoder']
+__all__ = ['log', 'MODALITIES', 'SeededDropout', 'MLPEncoder', 'RandomShift', 'SmallCNN', 'monai_resnet', 'load_backbone_weights',
+           'make_encoder']
 
 # %% ../../nbs/model/00_encoders.ipynb #0006
+class SeededDropout(nn.Dropout):
+    "`nn.Dropout`; in eval mode with `mc_seed` set, one mask drawn from that seed over the last axis, the same for every row (a Monte Carlo sample of the network)."
+    mc_seed: int|None = None
+    def forward(self, x):
+        if self.training or self.mc_seed is None or self.p == 0: return super().forward(x)
+        g = torch.Generator().manual_seed(int(self.mc_seed))
+        keep = (torch.rand(x.shape[-1], generator=g) >= self.p).to(x.device, x.dtype)
+        return x * keep / (1 - self.p)
+
 class MLPEncoder(nn.Module):
     "Feed-forward encoder for expression vectors: (N, n_in) -> (N, out_dim)."
     def __init__(self, n_in:int, # input features (genes)
@@ -26,9 +36,9 @@ class MLPEncoder(nn.Module):
                  in_dropout:float=0.0): # dropout on the input genes during training
         super().__init__()
         layers, d = [], n_in
-        for h in hidden: layers += [nn.Linear(d, h), nn.LayerNorm(h), nn.GELU(), nn.Dropout(dropout)]; d = h
+        for h in hidden: layers += [nn.Linear(d, h), nn.LayerNorm(h), nn.GELU(), SeededDropout(dropout)]; d = h
         layers.append(nn.Linear(d, out_dim))
-        self.in_drop = nn.Dropout(in_dropout)   # its own module: `net`'s layer names (and older checkpoints) stay as they were
+        self.in_drop = SeededDropout(in_dropout)   # its own module: `net`'s layer names (and older checkpoints) stay as they were
         self.net, self.n_in, self.out_dim = nn.Sequential(*layers), n_in, out_dim
     def forward(self, x): return self.net(self.in_drop(x))
 

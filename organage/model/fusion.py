@@ -45,6 +45,7 @@ class ModelConfig(BaseModel):
     lambda_reg: float = 1.0
     beta: float = 1e-3
     nll_beta: float = Field(0.0, ge=0, le=1, description='beta-NLL weight exponent (Seitzer et al. 2022); 0 = the Gaussian NLL')
+    predict_samples: int = Field(0, ge=0, description="Monte Carlo draws of dropout and bottleneck noise at prediction, added to sigma (epistemic); 0 = the head's sigma alone")
     age_likelihood: Literal['point', 'interval'] = Field('point', description="'point': Gaussian NLL at the target age (a bracket's midpoint); 'interval': ages known only as a bracket [lo, hi) enter as interval-censored")
     tau: float = 0.1
     positives: Literal['auto', 'subject', 'age'] = 'auto'
@@ -222,13 +223,15 @@ class OrganAgeModel(nn.Module):
             self.fusion = ConcatFusion(d, n_org, n_mod)
         self.head = GaussianHead(d, var_min=(cfg.sigma_min / cfg.age_scale) ** 2)
 
-    def encode(self, batch:dict, modalities=None) -> dict:
+    def encode(self, batch:dict, modalities=None,
+               features:dict|None=None) -> dict: # {modality: encoder output} computed already (Monte Carlo prediction reuses deterministic encoders)
         "Encode every observation of the used modalities: latents and their metadata, concatenated."
         use = [m for m in self.cfg.modalities if (modalities is None or m in modalities)
                and f'{m}_x' in batch and batch[f'{m}_x'].shape[0] > 0]
         parts = {k: [] for k in ('z', 'mu', 'logvar', 'subj', 'mod', 'organ', 'age', 'sex', 'age_lo', 'age_hi', 'proj')}
         for m in use:
-            z, mu, lv = self.vibs[m](self.encoders[m](batch[f'{m}_x'].float()))
+            h = features[m] if features and m in features else self.encoders[m](batch[f'{m}_x'].float())
+            z, mu, lv = self.vibs[m](h)
             n = z.shape[0]
             parts['z'].append(z); parts['mu'].append(mu); parts['logvar'].append(lv)
             parts['mod'].append(torch.full((n,), MODALITIES.index(m), dtype=torch.long, device=z.device))
@@ -245,9 +248,9 @@ class OrganAgeModel(nn.Module):
             return self.head(self.fusion(tok, m, o, valid))
         return self.head(self.fusion(z, subj, mod, org, n_subjects))
 
-    def forward(self, batch:dict, modalities=None) -> dict:
+    def forward(self, batch:dict, modalities=None, features:dict|None=None) -> dict:
         "Returns mu/var (B, n_organs, standard scale), the target and its mask, and the observation latents."
-        obs = self.encode(batch, modalities)
+        obs = self.encode(batch, modalities, features)
         B, n_org = len(batch['subject_id']), len(self.cfg.organs)
         mu, var = self._fuse(obs['z'], obs['subj'], obs['mod'], obs['organ'], B)
         cell = obs['subj'] * n_org + obs['organ']
@@ -289,12 +292,37 @@ class OrganAgeModel(nn.Module):
         "One row per (subject, organ) with observations: subject_id, organ, age, mu, sigma (years)."
         c = self.cfg
         out = self(batch, modalities)
-        mu, sigma = self.to_years(out['mu'].float(), out['var'].float())
+        var = out['var'].float()
+        if c.predict_samples and not self.training: var = self.predictive_var(batch, modalities, out['mu'].float())
+        mu, sigma = self.to_years(out['mu'].float(), var)
         rows = []
         for b, o in out['target_mask'].nonzero().tolist():
             rows.append(dict(subject_id=batch['subject_id'][b], organ=c.organs[o], age=float(out['target'][b, o]),
                              mu=float(mu[b, o]), sigma=float(sigma[b, o])))
         return rows
+
+    @torch.no_grad()
+    def predictive_var(self, batch:dict, modalities=None,
+                       mu:torch.Tensor|None=None, # the deterministic means (B, n_organs), when already computed
+                       samples:int|None=None) -> torch.Tensor: # Monte Carlo samples (default `cfg.predict_samples`)
+        "Predictive variance (B, n_organs), standard scale: mean of the head's variances plus the variance of its means over `samples` draws of dropout and bottleneck noise, each draw shared by every subject (so a subject's answer does not depend on the batch)."
+        T = samples or self.cfg.predict_samples
+        if mu is None: mu = self(batch, modalities)['mu'].float()
+        noisy = [m for m in self.modules() if hasattr(m, 'mc_seed') and getattr(m, 'p', 1) != 0]
+        # encoders without any noisy module answer the same every draw: encode their images once
+        feats = {m: self.encoders[m](batch[f'{m}_x'].float()) for m in self.cfg.modalities
+                 if f'{m}_x' in batch and batch[f'{m}_x'].shape[0] > 0 and (modalities is None or m in modalities)
+                 and not any(hasattr(x, 'mc_seed') for x in self.encoders[m].modules())}
+        m1 = torch.zeros_like(mu); m2 = torch.zeros_like(mu); v = torch.zeros_like(mu)
+        try:
+            for t in range(T):
+                for i, mod in enumerate(noisy): mod.mc_seed = 1_000_003 * (t + 1) + i
+                o = self(batch, modalities, feats)
+                d = o['mu'].float() - mu   # centred on the deterministic mean: a stable running variance
+                m1 += d; m2 += d * d; v += o['var'].float()
+        finally:
+            for mod in noisy: mod.mc_seed = None
+        return v / T + (m2 / T - (m1 / T) ** 2).clamp(min=0)
 
     def to_years(self, mu:torch.Tensor, # predicted means on the model's standard scale
                  var:torch.Tensor|None=None, # predicted variances on that scale (None: no sigma wanted)
