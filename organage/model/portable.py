@@ -158,7 +158,8 @@ def export_model(run_dir, # a finished training run (`organage train`)
                  out, # the portable model folder to write (replaced when it holds a portable model)
                  stage:str|None=None, # default: the run's main model (`main_stage`)
                  data_dir=None, # the run's cohort (default: the one in run.json); needed to refit nothing but to read the training split
-                 device:str='cpu', loaders:dict|None=None) -> Path:
+                 device:str='cpu', # cpu, cuda or auto (cuda when present)
+                 loaders:dict|None=None) -> Path:
     "Write one self-contained folder: weights, every fitted preprocessing state, validation calibration, settings, versions and a model card."
     import torch
     from organage.model.predict import open_run, predict_dataset
@@ -179,7 +180,9 @@ def export_model(run_dir, # a finished training run (`organage train`)
         data.preprocessors['rna'].save(tmp/'expression'); files['expression'] = 'expression/'
     stats = {m: s for m, s in (getattr(data, 'pixel_stats', None) or data.ds['train'].standardize).items() if m in mods}
     if stats: save_pixel_stats(stats, tmp/'pixel_stats.npz'); files['pixel_stats'] = 'pixel_stats.npz'
-    preds = {s: predict_dataset(model, data.ds[s] if model.cfg.kind != 'unimodal' else data.ds[s].view(mods), device=device)
+    from organage.core import pick_device
+    dev = pick_device(device)   # 'auto' -> cuda when present
+    preds = {s: predict_dataset(model, data.ds[s] if model.cfg.kind != 'unimodal' else data.ds[s].view(mods), device=dev)
              for s in ('val', 'test') if len(data.ds[s])}
     if 'val' not in preds or preds['val'].empty: raise ConfigError(f"{run_dir}: no validation subjects to calibrate on")
     cal = fit_calibration(preds['val'])
