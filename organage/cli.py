@@ -44,7 +44,7 @@ def cmd_simulate(a):
     cfg = _config(a)
     out = _out_folder(a.out, 'OUT')
     from organage.data.synth import simulate_cohort
-    simulate_cohort(out, subjects=a.subjects or cfg.subjects, seed=cfg.seed,
+    simulate_cohort(out, subjects=a.subjects or cfg.subjects, seed=cfg.seed, world_seed=getattr(a, 'world_seed', None),
                     paired_fraction=cfg.paired_fraction if a.paired_fraction is None else a.paired_fraction,
                     n_genes=cfg.n_genes, image_size=cfg.image_size, volume_size=cfg.volume_size, mri_fov_mm=cfg.mri_fov_mm)
     print(f"simulated cohort written to {out}")
@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('out', help='output folder')
     s.add_argument('--subjects', type=int, default=None, help="number of subjects (default: the profile's)")
     s.add_argument('--paired-fraction', type=float, default=None, help='share of subjects with every modality')
+    s.add_argument('--world-seed', type=int, default=None,
+                   help='seed of the world (genes, age programmes, batches): cohorts of one world and other --seed are other people measured alike (default: from --seed)')
     _profile_args(s); s.set_defaults(func=cmd_simulate)
     c = sub.add_parser('check-data', help='report counts, ages and problems of a data folder')
     c.add_argument('dir', help='folder holding gtex/, chexpert/ and/or ixi/')

@@ -331,7 +331,9 @@ def _no_duplicates(df:pd.DataFrame, key:str, path, what='rows'):
 _SEX = {'1': 'male', '2': 'female'}
 
 def read_phenotypes(path:str|Path, # *SubjectPhenotypesDS.txt
-                    drops:DropLog|None=None) -> pd.DataFrame:
+                    drops:DropLog|None=None,
+                    keep_missing_age:bool=False, # keep donors without a usable age (age NaN, age_source 'missing'), for prediction
+                   ) -> pd.DataFrame:
     "Donor table indexed by SUBJID with age, age_source, age_bracket, sex; unreadable rows dropped and counted."
     path, drops = Path(path), drops if drops is not None else DropLog()
     df = _read_table(path, ['SUBJID', 'SEX', 'AGE'], 'subject phenotype')
@@ -339,6 +341,11 @@ def read_phenotypes(path:str|Path, # *SubjectPhenotypesDS.txt
     _no_duplicates(df, 'SUBJID', path)
     parsed = df['AGE'].map(parse_age)
     bad = parsed.isna()
+    if keep_missing_age:   # prediction: the donor's samples are usable, the age is not needed
+        if bad.any(): drops.note(f"{path}: column AGE: {int(bad.sum())} donors without a usable age kept with age missing "
+                                 f"({examples([f'SUBJID {s}: {a!r}' for s, a in zip(df.SUBJID[bad], df.AGE[bad])])})")
+        parsed = parsed.where(~bad, pd.Series([(np.nan, 'missing', None)]*len(df), index=df.index))
+        bad = pd.Series(False, index=df.index)
     if bad.any():
         ex = [f"line {i + 2} (SUBJID {df.SUBJID[i]}): {df.AGE[i]!r}" for i in df.index[bad]]
         drops.drop('malformed_age', int(bad.sum()), f"{path}: column AGE: {int(bad.sum())} donors dropped, age not readable "
@@ -481,6 +488,7 @@ def read_gtex(folder:str|Path, # folder with GCT file(s) and the two GTEx annota
               gct:Sequence[str|Path]|str|Path|None=None, # GCT file(s) to read instead of finding them in `folder`
               chunksize:int|None=None, # lines per GCT parse batch (default ~4 MB of text)
               load_values:bool=True, # False: parse and check every value but keep none (X has 0 columns); for check_data
+              keep_missing_age:bool=False, # keep samples of donors without a usable age (age NaN), for prediction; training refuses them
              ):
     "Read a GTEx release folder into an AnnData of samples x genes with the standard organage `obs` columns."
     import anndata as ad
@@ -495,11 +503,11 @@ def read_gtex(folder:str|Path, # folder with GCT file(s) and the two GTEx annota
     drops = DropLog()
     ph_all = _read_table(ph_path, ['SUBJID', 'SEX', 'AGE'], 'subject phenotype')
     ph_drops = DropLog()  # counts donors; `drops` counts samples (the AnnData's rows), so only messages move over
-    ph = read_phenotypes(ph_path, ph_drops)
+    ph = read_phenotypes(ph_path, ph_drops, keep_missing_age)
     drops.messages += ph_drops.messages
     bad_subjects = {}
     parsed = ph_all['AGE'].map(parse_age)
-    bad_subjects['malformed_age'] = set(ph_all.SUBJID.str.strip()[parsed.isna()])
+    bad_subjects['malformed_age'] = set() if keep_missing_age else set(ph_all.SUBJID.str.strip()[parsed.isna()])
     bad_subjects['malformed_sex'] = set(ph_all.SUBJID.str.strip()) - set(ph.index) - bad_subjects['malformed_age']
     if exact_ages is not None: ph = _apply_exact_ages(ph, read_exact_ages(exact_ages), drops)
     attrs = _read_table(at_path, ['SAMPID', 'SMTSD'], 'sample attribute')

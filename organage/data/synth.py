@@ -15,7 +15,7 @@ from ..core import ConfigError, write_csv, write_json, atomic_write
 
 # %% auto #0
 __all__ = ['SIM_TISSUES', 'ORGANS', 'CHEXPERT_FINDINGS', 'IXI_SITES', 'IXI_ORIENTATION', 'SimConfig', 'simulate_subjects',
-           'simulate_truth', 'simulate_gene_table', 'simulate_counts', 'write_gct', 'simulate_gtex',
+           'simulate_truth', 'simulate_gene_table', 'simulate_counts', 'write_gct', 'world_streams', 'simulate_gtex',
            'render_radiographs', 'render_laterals', 'simulate_chexpert', 'render_volumes', 'ixi_geometry',
            'simulate_ixi', 'simulate_cohort']
 
@@ -46,7 +46,10 @@ IXI_ORIENTATION = {'Guys': 'RAS', 'HH': 'LAS', 'IOP': 'PSR'}
 class SimConfig:
     "Parameters of the generative model (defaults: the embedded `quick` cohort)."
     subjects: int = 1200               # persons in the cohort
-    seed: int = 0
+    seed: int = 0                      # the subjects: who they are, their ages, accelerations, samples and noise
+    world_seed: int|None = None        # the biology and the measurement (genes, age programmes, batch effects), see
+                                       # `world_streams`; None: drawn from `seed` too (every cohort its own world, as before)
+    id_offset: int|None = None         # numbered ids start after it; None: 0, or seed x 1,000,000 when world_seed is set
     paired_fraction: float = 0.3       # share of persons with every modality (GTEx lung+brain, radiograph, MRI)
     n_genes: int = 2000                # genes in the GCT
     image_size: int = 64               # radiograph side (pixels)
@@ -88,6 +91,8 @@ class SimConfig:
     n_jobs: int|None = None            # processes writing images (None: up to 8 for large cohorts, else 1); same files either way
 
     def __post_init__(self):
+        if self.world_seed is not None and self.subjects >= 1_000_000:
+            raise ConfigError(f"subjects={self.subjects}: a cohort of a world (world_seed) holds fewer than 1,000,000 persons")
         if self.subjects < 10: raise ConfigError(f"subjects={self.subjects}: expected at least 10")
         if not 0 <= self.paired_fraction <= 1: raise ConfigError(f"paired_fraction={self.paired_fraction}: expected 0..1")
         if self.n_genes < 200: raise ConfigError(f"n_genes={self.n_genes}: expected at least 200")
@@ -97,6 +102,17 @@ class SimConfig:
             raise ConfigError(f"mri_scale={self.mri_scale}: expected at least 1 (IXI's own voxel size) or None")
         if len(self.cohort_shares) != 3 or min(self.cohort_shares) < 0 or sum(self.cohort_shares) <= 0:
             raise ConfigError(f"cohort_shares={self.cohort_shares}: expected three non-negative shares")
+
+# %% ../../nbs/data/05_synth.ipynb #3251dc49
+def _id_offset(cfg:SimConfig) -> int:
+    "Where the numbered ids of this cohort start (`SimConfig.id_offset`)."
+    if cfg.id_offset is not None: return int(cfg.id_offset)
+    return 0 if cfg.world_seed is None else int(cfg.seed)*1_000_000
+
+def _base36(k:int, width:int=5) -> str:
+    digits, s = string.digits + string.ascii_uppercase, ''
+    while k: k, r = divmod(k, 36); s = digits[r] + s
+    return s.rjust(width, '0')
 
 # %% ../../nbs/data/05_synth.ipynb #0010
 _GTEX_DECADES = np.array([0.09, 0.10, 0.16, 0.32, 0.30, 0.03])  # 20-29 ... 70-79, roughly GTEx v8
@@ -134,15 +150,18 @@ def simulate_subjects(cfg:SimConfig, # generative settings
     sex = np.where(rng.uniform(size=n) < p_male, 'male', 'female')
     perm = rng.permutation(n)  # interleave groups so ids carry no information about the group
     df = pd.DataFrame(dict(group=group[perm], sex=sex[perm], age=np.round(age[perm], 2)))
-    df.insert(0, 'subject_id', [f"S{i:05d}" for i in range(1, n + 1)])
+    off = _id_offset(cfg)
+    df.insert(0, 'subject_id', [f"S{off + i:05d}" for i in range(1, n + 1)])
     has = lambda *gs: df.group.isin(gs).to_numpy()
     g, c, x = has('matched', 'gtex'), has('matched', 'chexpert'), has('matched', 'ixi')
     df['gtex_id'] = pd.Series(pd.NA, index=df.index, dtype=object)
-    df.loc[g, 'gtex_id'] = ['GTEX-' + s for s in _unique_codes(rng, g.sum(), 5)]
+    codes = (_unique_codes(rng, g.sum(), 5) if cfg.world_seed is None and cfg.id_offset is None
+             else [_base36(off + i) for i in 1 + np.flatnonzero(g)])   # the person's number: no other seed of the world has it
+    df.loc[g, 'gtex_id'] = ['GTEX-' + s for s in codes]
     df['chexpert_id'] = pd.Series(pd.NA, index=df.index, dtype=object)
-    df.loc[c, 'chexpert_id'] = [f"patient{i:05d}" for i in 1 + rng.permutation(c.sum())]
+    df.loc[c, 'chexpert_id'] = [f"patient{off + i:05d}" for i in 1 + rng.permutation(c.sum())]
     df['ixi_id'] = pd.Series(pd.NA, index=df.index, dtype=object)
-    df.loc[x, 'ixi_id'] = [f"IXI{i:03d}" for i in 2 + rng.permutation(x.sum())]
+    df.loc[x, 'ixi_id'] = [f"IXI{off + i:03d}" for i in 2 + rng.permutation(x.sum())]
     return df
 
 # %% ../../nbs/data/05_synth.ipynb #0014
@@ -199,11 +218,14 @@ def simulate_gene_table(cfg:SimConfig, rng:np.random.Generator, organs=ORGANS):
 # %% ../../nbs/data/05_synth.ipynb #0018
 def simulate_counts(samples:pd.DataFrame, # per sample: organ_idx, bio_age, male, rin, ge_batch, na_batch (ints)
                     params:dict, # from `simulate_gene_table`
-                    cfg:SimConfig, rng:np.random.Generator) -> np.ndarray:
+                    cfg:SimConfig, rng:np.random.Generator,
+                    batch_effects:tuple|None=None, # (SMGEBTCH, SMNABTCH) per-gene log effects, rows = batch numbers; None: drawn from `rng`
+                   ) -> np.ndarray:
     "Negative-binomial counts, genes x samples (int32)."
     G, S = len(params['base']), len(samples)
     n_ge, n_na = samples.ge_batch.max() + 1, samples.na_batch.max() + 1
-    ge_eff = rng.normal(0, cfg.batch_sd, (n_ge, G)); na_eff = rng.normal(0, cfg.nabatch_sd, (n_na, G))
+    if batch_effects is None: ge_eff = rng.normal(0, cfg.batch_sd, (n_ge, G)); na_eff = rng.normal(0, cfg.nabatch_sd, (n_na, G))
+    else: ge_eff, na_eff = batch_effects
     lib = cfg.lib_size*G/2000*np.exp(rng.normal(0, 0.35, S))
     out = np.empty((G, S), np.int32)
     t = samples.organ_idx.to_numpy(); b = samples.bio_age.to_numpy(); m = samples.male.to_numpy()
@@ -241,13 +263,26 @@ def write_gct(path, # destination (.gct or .gct.gz)
         if f is not raw: f.close()
     return path
 
+# %% ../../nbs/data/05_synth.ipynb #0231ae5b
+def world_streams(world_seed:int) -> dict:
+    "Random generators of a world: `genes` (ids, programmes, `simulate_gene_table`), `ge_batch` and `na_batch` (batch catalogues)."
+    ss = np.random.SeedSequence([0x776F726C64, int(world_seed)])   # tagged: world_seed = seed never reuses a subject stream
+    return dict(zip(('genes', 'ge_batch', 'na_batch'), (np.random.default_rng(s) for s in ss.spawn(3))))
+
+def _batch_catalogue(rng, prefix:str, id_range:tuple, n:int, sd:float, n_genes:int):
+    "Names and per-gene log effects of a world's first `n` batches: batch k is the same whatever `n` is."
+    names = np.array([f"{prefix}-{x}" for x in rng.permutation(np.arange(*id_range))[:n]])
+    return names, rng.normal(0, sd, (n, n_genes))
+
 # %% ../../nbs/data/05_synth.ipynb #0022
 def _decade(age): lo = (np.floor(np.asarray(age)/10)*10).astype(int); return [f"{a}-{a + 9}" for a in lo]
 
-def simulate_gtex(subjects:pd.DataFrame, truth:pd.DataFrame, cfg:SimConfig, rng:np.random.Generator, out:Path):
+def simulate_gtex(subjects:pd.DataFrame, truth:pd.DataFrame, cfg:SimConfig, rng:np.random.Generator, out:Path,
+                  world:dict|None=None, # `world_streams(cfg.world_seed)`; None: the world is drawn from `rng` as well
+                 ):
     "Write the GCT and both GTEx annotation tables under `out`; returns (samples, truth_genes)."
     donors = subjects[subjects.gtex_id.notna()].reset_index(drop=True)
-    if donors.empty: return pd.DataFrame(), simulate_gene_table(cfg, rng)[2]  # no GTEx part: no gtex/ folder
+    if donors.empty: return pd.DataFrame(), simulate_gene_table(cfg, rng if world is None else world['genes'])[2]  # no gtex/ folder
     T = SIM_TISSUES
     has = rng.uniform(size=(len(donors), len(T))) < T.p_sampled.to_numpy()[None]
     matched = (donors.group == 'matched').to_numpy()
@@ -265,14 +300,20 @@ def simulate_gtex(subjects:pd.DataFrame, truth:pd.DataFrame, cfg:SimConfig, rng:
     samp['ge_batch'] = rng.integers(0, n_ge, S); samp['na_batch'] = rng.integers(0, n_na, S)
     codes = _unique_codes(rng, S, 5)
     samp['SAMPID'] = [f"{s}-{rng.integers(1, 3300):04d}-SM-{c}" for s, c in zip(samp.SUBJID, codes)]
-    genes, params, truth_genes = simulate_gene_table(cfg, rng)
-    counts = simulate_counts(samp, params, cfg, rng)
+    if world is None: genes, params, truth_genes = simulate_gene_table(cfg, rng); effects = None
+    else:
+        genes, params, truth_genes = simulate_gene_table(cfg, world['genes'])
+        ge_names, ge_eff = _batch_catalogue(world['ge_batch'], 'LCSET', (1000, 10000), n_ge, cfg.batch_sd, cfg.n_genes)
+        na_names, na_eff = _batch_catalogue(world['na_batch'], 'BP', (10000, 99999), n_na, cfg.nabatch_sd, cfg.n_genes)
+        effects = (ge_eff, na_eff)
+    counts = simulate_counts(samp, params, cfg, rng, effects)
     order = rng.permutation(S)
     gdir = out/'gtex'
     write_gct(gdir/'GTEx_Analysis_sim_RNASeQC_gene_reads.gct.gz', counts[:, order], genes.Name, genes.Description,
               samp.SAMPID.to_numpy()[order])
-    ge_names = np.array([f"LCSET-{x}" for x in rng.choice(np.arange(1000, 10000), n_ge, replace=False)])
-    na_names = np.array([f"BP-{x}" for x in rng.choice(np.arange(10000, 99999), n_na, replace=False)])
+    if world is None:
+        ge_names = np.array([f"LCSET-{x}" for x in rng.choice(np.arange(1000, 10000), n_ge, replace=False)])
+        na_names = np.array([f"BP-{x}" for x in rng.choice(np.arange(10000, 99999), n_na, replace=False)])
     attrs = pd.DataFrame(dict(
         SAMPID=samp.SAMPID, SMATSSCR=rng.integers(0, 4, S).astype(float), SMCENTER=rng.choice(['B1', 'C1', 'D1'], S),
         SMRIN=samp.rin, SMTS=T.SMTS.to_numpy()[ti], SMTSD=T.SMTSD.to_numpy()[ti], SMUBRID=T.SMUBRID.to_numpy()[ti],
@@ -663,7 +704,8 @@ def simulate_ixi(subjects:pd.DataFrame, truth:pd.DataFrame, cfg:SimConfig, rng:n
 # %% ../../nbs/data/05_synth.ipynb #0035
 def simulate_cohort(out, # folder to write (replaced if it holds an earlier simulated cohort)
                     subjects:int=1200, # persons
-                    seed:int=0, # random seed: same seed, same files
+                    seed:int=0, # random seed of the subjects: same seeds, same files
+                    world_seed:int|None=None, # random seed of the world (genes, age programmes, batches); None: `seed`'s, as before
                     paired_fraction:float=0.3, # share of persons observed in every modality
                     n_genes:int=2000, # genes in the expression matrix
                     image_size:int=64, # radiograph side (pixels)
@@ -673,7 +715,7 @@ def simulate_cohort(out, # folder to write (replaced if it holds an earlier simu
     "Simulate a cohort with known organ ages in the GTEx / CheXpert / IXI formats; returns the folder."
     known = {f.name for f in fields(SimConfig)}
     if bad := set(kw) - known: raise ConfigError(f"unknown simulator setting(s) {sorted(bad)}: expected some of {sorted(known)}")
-    cfg = SimConfig(subjects=subjects, seed=seed, paired_fraction=paired_fraction, n_genes=n_genes,
+    cfg = SimConfig(subjects=subjects, seed=seed, world_seed=world_seed, paired_fraction=paired_fraction, n_genes=n_genes,
                     image_size=image_size, volume_size=volume_size, **kw)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out/'simulation.json').exists():
@@ -689,7 +731,8 @@ def simulate_cohort(out, # folder to write (replaced if it holds an earlier simu
             nonlocal tic; secs[k] = round(time.perf_counter() - tic, 3); tic = time.perf_counter()
         subj = simulate_subjects(cfg, rs[0])
         truth = simulate_truth(subj, cfg, rs[1]); lap('subjects_truth')
-        _, truth_genes = simulate_gtex(subj, truth, cfg, rs[2], tmp); lap('gtex')
+        world = None if cfg.world_seed is None else world_streams(cfg.world_seed)
+        _, truth_genes = simulate_gtex(subj, truth, cfg, rs[2], tmp, world); lap('gtex')
         simulate_chexpert(subj, truth, cfg, rs[3], tmp); lap('chexpert')
         simulate_ixi(subj, truth, cfg, rs[4], tmp); lap('ixi')
         links = subj[['subject_id', 'gtex_id', 'chexpert_id', 'ixi_id']]
@@ -700,7 +743,7 @@ def simulate_cohort(out, # folder to write (replaced if it holds an earlier simu
         if subj.gtex_id.notna().any():  # what dbGaP-protected GTEx data would add: exact ages (read_gtex(exact_ages=...))
             write_csv(subj.loc[subj.gtex_id.notna(), ['gtex_id', 'age']].rename(columns={'gtex_id': 'SUBJID', 'age': 'AGE'}),
                       tmp/'gtex_exact_ages.csv')
-        meta = dict(generator='organage.data.synth', config=asdict(cfg), seconds=round(time.perf_counter() - t0, 2), stage_seconds=secs,
+        meta = dict(generator='organage.data.synth', config=asdict(cfg), world_seed=cfg.world_seed, id_offset=_id_offset(cfg), seconds=round(time.perf_counter() - t0, 2), stage_seconds=secs,
                     imperfections=dict(_MESS))
         write_json(meta, tmp/'simulation.json')
         if out.exists(): shutil.rmtree(out)

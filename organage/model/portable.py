@@ -356,7 +356,7 @@ def predict(model, # a `PortableModel` or its folder
     if isinstance(data, dict): adatas = {m: a for m, a in data.items() if modalities is None or m in modalities}
     else:
         from organage.data.cohort import read_cohort, cohort_parts
-        keep = {'xray': {'keep_missing_age': True}, 'mri': {'keep_missing_age': True}}   # images without an age are predicted (GTEx donors need one)
+        keep = {m: {'keep_missing_age': True} for m in ('rna', 'xray', 'mri')}   # samples and images without an age are predicted, flagged no_age
         adatas = read_cohort(data, [m for m in cohort_parts(data) if modalities is None or m in modalities], options=keep)
     ignored = sorted(m for m in adatas if m not in pm.modalities)
     if ignored: log.warning("modalities the model does not read are ignored: %s", ', '.join(ignored))
