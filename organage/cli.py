@@ -114,7 +114,7 @@ def cmd_export(a):
     out = _out_folder(a.out)
     from organage.model.portable import export_model, main_stage
     stage = a.stage or main_stage(a.run)
-    export_model(a.run, out, stage, a.data, device=a.device or 'cpu')
+    export_model(a.run, out, stage, a.data, device=a.device or 'cpu', bias=a.bias)
     print(f"portable model ({stage}) written to {out}")
 
 def cmd_predict(a):
@@ -176,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument('--stage', default=None, help="stage to export (default: the run's main model, aligned fusion when trained)")
     x.add_argument('--data', default=None, help='cohort folder the run was trained on (default: the one in run.json)')
     x.add_argument('--device', default=None, choices=['auto', 'cpu', 'cuda'])
+    x.add_argument('--bias', default='residual', choices=['residual', 'cole'],
+                   help="age-bias correction fitted on validation: residual (the paper's; needs each subject's age) or cole (needs none)")
     x.set_defaults(func=cmd_export)
     pr = sub.add_parser('predict', help='organ ages of new subjects with a portable model (CSV + .h5ad)')
     pr.add_argument('--model', required=True, help='portable model folder (organage export, or RUN/model)')

@@ -130,7 +130,9 @@ def test_together_and_one_at_a_time(bundle, pm):
     alone = pd.concat([predict(pm, _subset(ads, [s]), batch_size=1) for s in test], ignore_index=True)
     assert together[['subject_id', 'organ']].values.tolist() == alone[['subject_id', 'organ']].values.tolist()
     num = ['mu_raw', 'sigma_raw', 'mu', 'sigma', 'gap', 'z', 'lo95', 'hi95', 'genes_imputed_share']
-    assert_allclose(alone[num].to_numpy(float), together[num].to_numpy(float), rtol=1e-5, atol=1e-6)
+    # float32 matrix products take other code paths at another batch size: ages agree to ~1e-6 relative
+    # (~5e-5 years), so a gap near zero needs an absolute tolerance, here 2e-4 years (a minute of a year is 2e-6)
+    assert_allclose(alone[num].to_numpy(float), together[num].to_numpy(float), rtol=1e-5, atol=2e-4)
 
 
 def test_orientation_does_not_matter(bundle, pm, tmp_path):
@@ -157,8 +159,10 @@ def test_subjects_without_age(bundle, pm):
     r = predict(pm, ads)
     no = r.subject_id.isin(ids[:3])
     assert r.no_age.tolist() == no.tolist()
-    assert r.loc[no, ['gap', 'z', 'gap_lo', 'gap_hi']].isna().all().all() and r.loc[no, ['mu', 'lo95', 'hi95']].notna().all().all()
-    assert_allclose(r.mu.to_numpy(float), ref.mu.to_numpy(float), rtol=1e-6)   # the age never enters the network
+    # the default (residual) bias correction is a function of chronological age: without it, the raw age and sigma only
+    assert r.loc[no, ['gap', 'z', 'gap_lo', 'gap_hi', 'mu', 'lo95', 'hi95']].isna().all().all() and r.loc[no, ['mu_raw', 'sigma_raw']].notna().all().all()
+    assert_allclose(r.mu_raw.to_numpy(float), ref.mu_raw.to_numpy(float), rtol=1e-6)   # the age never enters the network
+    assert_allclose(r.loc[~no, 'mu'].to_numpy(float), ref.loc[~no, 'mu'].to_numpy(float), rtol=1e-6)
     assert r.loc[~no, 'gap'].notna().all()
 
 
@@ -178,7 +182,7 @@ def test_folder_rows_without_age_are_predicted(bundle, pm, tmp_path):
     r = predict(pm, tmp_path/'c')
     no = r.subject_id.isin(blank_x + blank_m + blank_g)
     assert no.sum() >= 6 and r.no_age.tolist() == no.tolist() and r.loc[~no, 'gap'].notna().all()
-    assert r.loc[no, ['gap', 'z']].isna().all().all() and r.loc[no, 'mu'].notna().all()
+    assert r.loc[no, ['gap', 'z', 'mu']].isna().all().all() and r.loc[no, 'mu_raw'].notna().all()
     g = r[r.subject_id.isin(blank_g)]
     assert len(g) >= 2 and g.organ_modalities.str.contains('rna').all() and g.no_age.all()   # GTEx donors without an age: predicted from RNA
 
@@ -233,3 +237,15 @@ def test_cli_predict_and_report(bundle, capsys):
     assert h.n_obs == len(p) and {'mu', 'gap', 'z', 'lo95', 'hi95', 'no_age', 'modality_missing'} <= set(h.obs.columns)
     assert main(['report', p.subject_id.iloc[0], '--run', str(out), '--out', str(out/'subjects')]) == 0
     assert (out/'subjects'/f'{p.subject_id.iloc[0]}.png').is_file()
+
+
+def test_report_of_a_subject_without_age(bundle, pm, tmp_path):
+    "A predicted subject without a chronological age: the page gives the uncorrected organ ages (the residual correction needs the age), no 'nan'."
+    ads = read_cohort(bundle/'B', ['xray'])
+    ids = sorted(set(ads['xray'].obs.subject_id.astype(str)))[:3]
+    ads = _subset(ads, ids)
+    for a in ads.values(): a.obs.loc[a.obs.subject_id.astype(str) == ids[0], 'age'] = np.nan
+    predict(pm, ads, out=tmp_path/'o')
+    assert main(['report', ids[0], '--run', str(tmp_path/'o'), '--out', str(tmp_path/'s')]) == 0
+    md = (tmp_path/'s'/f'{ids[0]}.md').read_text()
+    assert 'chronological age not given' in md and 'uncorrected (y)' in md and 'nan years' not in md

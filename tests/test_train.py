@@ -151,6 +151,21 @@ def test_baselines_stage_fits_on_training_subjects_only(run):
         assert np.isclose(g.sigma.iloc[0], np.sqrt(((g.mu - g.age) ** 2).mean()))
 
 
+def test_baselines_learn_and_are_scored_on_the_networks_ages(run, cohort):
+    "A network and its baseline answer the same age for every (subject, organ): where another modality knows a GTEx donor's exact age, both use it, not the bracket midpoint."
+    d, _ = run
+    if not (d / 'predictions_by_model.csv').exists(): evaluate_run(d, cohort, device='cpu', loaders=LOADERS)
+    allp = pd.read_csv(d / 'predictions_by_model.csv', dtype={'subject_id': str})
+    key = ['split', 'subject_id', 'organ']
+    for deep, base in [('unimodal_rna', 'enet_rna'), ('unimodal_xray', 'pcr_xray'), ('unimodal_mri', 'pcr_mri')]:
+        a = allp[allp.model == deep].groupby(key).age.first()
+        b = allp[allp.model == base].groupby(key).age.first()
+        both = a.index.intersection(b.index)
+        assert len(both) > 0 and np.allclose(a[both], b[both]), (deep, base)
+    rna = allp[allp.model == 'enet_rna']
+    assert (rna.age % 5 != 0).any()   # some RNA ages are exact, not only bracket midpoints (25, 35, ...)
+
+
 def test_baseline_rows_reach_predictions_by_model_and_table1(run, cohort):
     d, _ = run
     evaluate_run(d, cohort, device='cpu', loaders=LOADERS)

@@ -280,7 +280,13 @@ def baseline_inputs(data, # a run's prepared cohort (`organage.data.prepare.Coho
             else:
                 a = split_adata(data, m, s)
                 X = a.X.toarray() if hasattr(a.X, 'toarray') else np.asarray(a.X)
-                out[s][m] = (np.asarray(X, np.float32), a.obs[['subject_id', 'organ', 'age']].reset_index(drop=True))
+                obs = a.obs[['subject_id', 'organ', 'age']].reset_index(drop=True)
+                # the networks' target age (`organage.data.datasets.observation_table`): a subject's exact age, where another
+                # modality knows it, replaces GTEx's bracket midpoint; baselines learn and are scored on the same ages
+                t = data.ds[s].table
+                exact = t[t.modality == m].groupby('subject_id').age.first()
+                obs['age'] = obs.subject_id.astype(str).map(exact).fillna(obs.age).to_numpy(float)
+                out[s][m] = (np.asarray(X, np.float32), obs)
     return out
 
 def fit_baselines(data, # a run's prepared cohort (`organage.data.prepare.CohortData`)

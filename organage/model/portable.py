@@ -66,7 +66,7 @@ def load_pixel_stats(path) -> dict:
 
 # %% ../../nbs/model/07_portable.ipynb #c54995b3
 def fit_calibration(val:pd.DataFrame, # validation predictions: subject_id, organ, age, mu, sigma
-                    bias:str='cole', # age-bias method; 'cole' needs no chronological age to correct (new subjects may have none)
+                    bias:str='residual', # age-bias method: 'residual' (the paper's; needs chronological age) or 'cole' (needs none, inflates errors when the model regresses to the mean)
                     intervals:str='conformal', levels=(0.5, 0.8, 0.9, 0.95)) -> dict:
     "Bias correction, interval multipliers and z-score spread per organ, fitted on validation subjects, as JSON-ready data."
     from organage.evaluate.calibration import fit_bias_correction, fit_intervals
@@ -158,6 +158,7 @@ def export_model(run_dir, # a finished training run (`organage train`)
                  out, # the portable model folder to write (replaced when it holds a portable model)
                  stage:str|None=None, # default: the run's main model (`main_stage`)
                  data_dir=None, # the run's cohort (default: the one in run.json); needed to refit nothing but to read the training split
+                 bias:str='residual', # age-bias correction fitted on validation: 'residual' or 'cole' (`fit_calibration`)
                  device:str='cpu', # cpu, cuda or auto (cuda when present)
                  loaders:dict|None=None) -> Path:
     "Write one self-contained folder: weights, every fitted preprocessing state, validation calibration, settings, versions and a model card."
@@ -185,7 +186,7 @@ def export_model(run_dir, # a finished training run (`organage train`)
     preds = {s: predict_dataset(model, data.ds[s] if model.cfg.kind != 'unimodal' else data.ds[s].view(mods), device=dev)
              for s in ('val', 'test') if len(data.ds[s])}
     if 'val' not in preds or preds['val'].empty: raise ConfigError(f"{run_dir}: no validation subjects to calibrate on")
-    cal = fit_calibration(preds['val'])
+    cal = fit_calibration(preds['val'], bias)
     write_json(cal, tmp/'calibration.json'); files['calibration'] = 'calibration.json'
     summary = training_summary(data.ds['train'].table)
     geometry = dict(image_size=cfg.image_size, volume_size=cfg.volume_size, mri_fov_mm=cfg.mri_fov_mm, mri_register=cfg.mri_register,

@@ -55,9 +55,14 @@ def subject_rows(z:pd.DataFrame, subject_id:str,
                         expected=f"one of {len(ids)} subjects, e.g. {', '.join(ids[:5])}")
     return rows.sort_values('organ')
 
+def _shown_age(r) -> float:
+    "The corrected age, or the uncorrected one where the bias correction needs the chronological age that is missing."
+    mu = getattr(r, 'mu', np.nan)
+    return mu if np.isfinite(mu) else getattr(r, 'mu_raw', np.nan)
+
 def _page(subject_id, rows, png_name) -> tuple[str, str]:
-    cols = ['organ', 'age', 'mu', 'gap', 'gap_lo', 'gap_hi', 'z']
-    t = rows[cols].rename(columns={'age': 'age (y)', 'mu': 'predicted (y)', 'gap': 'gap (y)', 'gap_lo': 'gap 95% low',
+    cols = ['organ', 'age', *(['mu_raw'] if 'mu_raw' in rows else []), 'mu', 'gap', 'gap_lo', 'gap_hi', 'z']   # predict output: the raw age too
+    t = rows[cols].rename(columns={'age': 'age (y)', 'mu_raw': 'uncorrected (y)', 'mu': 'predicted (y)', 'gap': 'gap (y)', 'gap_lo': 'gap 95% low',
                                    'gap_hi': 'gap 95% high', 'z': 'z-score'}).round(2)
     if rows['z'].notna().any():
         oldest = rows.loc[rows['z'].idxmax()]
@@ -66,7 +71,7 @@ def _page(subject_id, rows, png_name) -> tuple[str, str]:
                    f"95% interval {oldest['gap_lo']:+.1f} to {oldest['gap_hi']:+.1f}).")
     else:   # a subject predicted without a chronological age (organage predict): ages and intervals, no gaps
         summary = (f"Subject {subject_id}, chronological age not given: {len(rows)} organ(s) predicted; gaps and z-scores "
-                   "need an age. " + '; '.join(f"{r.organ} {r.mu:.1f} years" for r in rows.itertuples()) + '.')
+                   "need an age. " + '; '.join(f"{r.organ} {_shown_age(r):.1f} years" for r in rows.itertuples()) + '.')
     md = f"# Organ-age profile: {subject_id}\n\n{summary}\n\n![organ panel]({png_name})\n\n{t.to_markdown(index=False)}\n"
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>organage: {html.escape(str(subject_id))}</title></head>"
             f"<body><h1>Organ-age profile: {html.escape(str(subject_id))}</h1><p>{html.escape(summary)}</p>"
