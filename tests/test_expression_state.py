@@ -7,22 +7,15 @@ import pytest
 import anndata as ad
 from hypothesis import given, settings, strategies as st, HealthCheck
 
+from _counts import nb_adata as _nb_adata
 from organage.core import DataError
 from organage.data.preprocess import ExpressionPreprocessor, EXPRESSION_STATE_FORMAT, combat_correct, gene_key
 
 
+
 def nb_adata(n=90, g=100, seed=0, batches=('b1', 'b2', 'b3'), tissues=('lung', 'brain'), batch_sd=0.8):
-    "Negative-binomial-ish counts with gene-specific batch effects and tissue programmes; Ensembl-like versioned ids."
-    rng = np.random.default_rng(seed)
-    mu = np.exp(rng.normal(3.5, 1.2, g))
-    tis = np.resize(np.asarray(tissues), n); bat = np.resize(np.repeat(np.asarray(batches), 2), n)
-    tprog = {t: np.exp(rng.normal(0, 1.0, g)) for t in tissues}
-    bprog = {b: np.exp(rng.normal(0, batch_sd, g)) for b in batches}
-    lib = np.exp(rng.normal(0, 0.3, n))
-    m = mu[None]*np.stack([tprog[t] for t in tis])*np.stack([bprog[b] for b in bat])*lib[:, None]
-    X = rng.poisson(m*rng.gamma(10, 0.1, m.shape)).astype(np.float32)
-    obs = pd.DataFrame({'batch': bat, 'tissue': tis, 'subject_id': [f"s{i}" for i in range(n)]}, index=[f"c{i}" for i in range(n)])
-    return ad.AnnData(X, obs=obs, var=pd.DataFrame(index=[f"ENSG{i:011d}.{i % 7 + 1}" for i in range(g)]))
+    "Every batch holds every tissue (ComBat's covariates estimable); Ensembl-like versioned ids."
+    return _nb_adata(n, g, seed, batches, tissues, batch_sd, balanced=True, versioned=True)
 
 
 def split(a, n_train=60):

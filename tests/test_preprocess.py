@@ -6,24 +6,13 @@ import anndata as ad
 from hypothesis import given, settings, strategies as st, HealthCheck
 from scipy import stats
 
+from _counts import nb_adata
 from organage.core import DataError, ConfigError
 from organage.data.preprocess import (ExpressionPreprocessor, log_cpm, combat_correct, TopPercentNormalize, BrainMask,
                                       radiograph_transform, volume_transform, resample_to_grid, register_to_template,
                                       mni_template, otsu_threshold)
 
 
-def nb_adata(n=80, g=120, seed=0, batches=('b1', 'b2'), tissues=('lung',), batch_sd=0.8):
-    "Negative-binomial counts with gene-specific batch effects and tissue programmes."
-    rng = np.random.default_rng(seed)
-    mu = np.exp(rng.normal(3.5, 1.2, g))
-    tis = rng.choice(tissues, n); bat = rng.choice(batches, n)
-    tprog = {t: np.exp(rng.normal(0, 1.0, g)) for t in tissues}
-    bprog = {b: np.exp(rng.normal(0, batch_sd, g)) for b in batches}
-    lib = np.exp(rng.normal(0, 0.3, n))
-    m = mu[None]*np.stack([tprog[t] for t in tis])*np.stack([bprog[b] for b in bat])*lib[:, None]
-    X = rng.poisson(m*rng.gamma(10, 0.1, m.shape)).astype(np.float32)
-    obs = pd.DataFrame({'batch': bat, 'tissue': tis, 'subject_id': [f"s{i}" for i in range(n)]}, index=[f"c{i}" for i in range(n)])
-    return ad.AnnData(X, obs=obs, var=pd.DataFrame(index=[f"ENSG{i:011d}" for i in range(g)]))
 
 
 def test_logcpm_formula():
