@@ -1,5 +1,6 @@
 """Accuracy of every shipped model beside its baseline, read off a finished `organage reproduce` (issue #12):
-per model MAE, MAE over the noise floor, raw 95% interval coverage, Spearman(sigma, |error|) and training seconds
+per model MAE, MAE over the noise floor, raw 95% interval coverage, Spearman(sigma, |error|) and training seconds (the four
+baselines share one stage and show its seconds)
 (test subjects of the main run), the repeated-split Table 1 (mean and sd over subject-grouped splits), the paired
 differences, and the reproduce's wall time (its manifest). Runs `organage reproduce` first when the profile's
 report folder has no Table 1 (BENCH_PROFILE, default quick). Writes reports/bench/accuracy.json and accuracy.csv."""
