@@ -48,11 +48,19 @@ def resize_image(a:np.ndarray, # (H, W) or (X, Y, Z) float array
 def _age_bounds(obs:pd.DataFrame, age:np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     "[lo, hi) of each age: a bracket 'lo-hi' of a 'bracket*' age_source gives [lo, hi + 1); any other age is the point [age, age]."
     lo, hi = age.copy(), age.copy()
-    if 'age_source' in obs and 'age_bracket' in obs:
-        br = obs['age_bracket'].astype(str).str.extract(r'^\s*(\d+)\s*-\s*(\d+)\s*$').astype(float).to_numpy()
-        use = obs['age_source'].astype(str).str.startswith('bracket').to_numpy() & ~np.isnan(br).any(1)
+    if 'age_source' in obs:
+        bracket = obs['age_source'].astype(str).str.startswith('bracket').to_numpy()
+        br = (obs['age_bracket'].astype(str).str.extract(r'^\s*(\d+)\s*-\s*(\d+)\s*$').astype(float).to_numpy()
+              if 'age_bracket' in obs else np.full((len(obs), 2), np.nan))
+        use = bracket & ~np.isnan(br).any(1)
         lo[use], hi[use] = br[use, 0], br[use, 1] + 1
+        if (bracket & ~use).any():
+            log.warning("%d bracket ages without a readable age_bracket ('lo-hi'): bounds unknown, the midpoint is used as given", int((bracket & ~use).sum()))
     return lo, hi
+
+def _exact(obs:pd.DataFrame) -> np.ndarray:
+    "Whether each age is known exactly: not a bracket (`age_source` 'bracket...'), whatever its bounds say."
+    return ~obs['age_source'].astype(str).str.startswith('bracket').to_numpy() if 'age_source' in obs else np.ones(len(obs), bool)
 
 def _prefer_exact_ages(t:pd.DataFrame) -> pd.DataFrame:
     "Replace bracket ages (and their bracket bounds) by the mean exact age of the same subject, where one exists."
@@ -81,7 +89,7 @@ def observation_table(adatas:dict, # {'rna'|'xray'|'mri': AnnData} with the stan
         age = o['age'].astype(float).values
         lo, hi = _age_bounds(o, age)
         frames.append(pd.DataFrame({'subject_id': o['subject_id'].astype(str).values, 'modality': m, 'organ': o['organ'].astype(str).values,
-                                    'age': age, 'sex': sex.values, 'row': np.arange(a.n_obs), 'exact': lo == hi, 'age_lo': lo, 'age_hi': hi}))
+                                    'age': age, 'sex': sex.values, 'row': np.arange(a.n_obs), 'exact': _exact(o), 'age_lo': lo, 'age_hi': hi}))
     t = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=['subject_id', 'modality', 'organ', 'age', 'sex', 'row', 'exact', 'age_lo', 'age_hi'])
     t = _prefer_exact_ages(t)
     if subjects is not None: t = t[t.subject_id.isin(set(map(str, subjects)))]

@@ -307,12 +307,13 @@ class OrganAgeModel(nn.Module):
                        samples:int|None=None) -> torch.Tensor: # Monte Carlo samples (default `cfg.predict_samples`)
         "Predictive variance (B, n_organs), standard scale: mean of the head's variances plus the variance of its means over `samples` draws of dropout and bottleneck noise, each draw shared by every subject (so a subject's answer does not depend on the batch)."
         T = samples or self.cfg.predict_samples
+        if T < 1: raise ConfigError(f"predictive_var needs at least one Monte Carlo sample; found samples={samples}, predict_samples={self.cfg.predict_samples}")
         if mu is None: mu = self(batch, modalities)['mu'].float()
         noisy = [m for m in self.modules() if hasattr(m, 'mc_seed') and getattr(m, 'p', 1) != 0]
         # encoders without any noisy module answer the same every draw: encode their images once
         feats = {m: self.encoders[m](batch[f'{m}_x'].float()) for m in self.cfg.modalities
                  if f'{m}_x' in batch and batch[f'{m}_x'].shape[0] > 0 and (modalities is None or m in modalities)
-                 and not any(hasattr(x, 'mc_seed') for x in self.encoders[m].modules())}
+                 and not any(x in noisy for x in self.encoders[m].modules())}
         m1 = torch.zeros_like(mu); m2 = torch.zeros_like(mu); v = torch.zeros_like(mu)
         try:
             for t in range(T):

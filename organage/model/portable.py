@@ -183,12 +183,13 @@ def export_model(run_dir, # a finished training run (`organage train`)
     if stats: save_pixel_stats(stats, tmp/'pixel_stats.npz'); files['pixel_stats'] = 'pixel_stats.npz'
     from organage.core import pick_device
     dev = pick_device(device)   # 'auto' -> cuda when present
-    preds = {s: predict_dataset(model, data.ds[s] if model.cfg.kind != 'unimodal' else data.ds[s].view(mods), device=dev)
+    preds = {s: predict_dataset(model, data.ds[s] if model.cfg.kind != 'unimodal' else data.ds[s].view(mods), device=dev, autocast=False)
              for s in ('val', 'test') if len(data.ds[s])}
     if 'val' not in preds or preds['val'].empty: raise ConfigError(f"{run_dir}: no validation subjects to calibrate on")
     cal = fit_calibration(preds['val'], bias)
     write_json(cal, tmp/'calibration.json'); files['calibration'] = 'calibration.json'
-    summary = training_summary(data.ds['train'].table)
+    t = data.ds['train'].table
+    summary = training_summary(t[t.modality.isin(mods)])   # what the exported model read, not the whole cohort
     geometry = dict(image_size=cfg.image_size, volume_size=cfg.volume_size, mri_fov_mm=cfg.mri_fov_mm, mri_register=cfg.mri_register,
                     chain='organage.data.preprocess.image_transforms')
     rec = json.loads((run_dir/'run.json').read_text())
@@ -379,7 +380,8 @@ def predict(model, # a `PortableModel` or its folder
                         cache_gb=cache_gb, transforms=pm.transforms)
     ds.set_pixel_stats(pm.pixel_stats)
     dropped = _dropped(adatas, ds)
-    raw = predict_dataset(pm.model, ds, batch_size=batch_size, device=pick_device(device))
+    # full precision on any device: the calibration was fitted on fp32 predictions, and bf16 would move ages by ~0.1 y with the batch
+    raw = predict_dataset(pm.model, ds, batch_size=batch_size, device=pick_device(device), autocast=False)
     res = _result_table(pm, raw, ds, adatas, ages, dropped)
     if out is not None:
         info.update(model=str(pm.path), stage=pm.meta['stage'], format=pm.meta['format'], n_subjects=int(res.subject_id.nunique()),

@@ -20,14 +20,15 @@ __all__ = ['predict_dataset', 'open_run']
 
 # %% ../../nbs/model/05_predict.ipynb #96827c6c
 @torch.no_grad()
-def predict_dataset(model:OrganAgeModel, ds, modalities=None, batch_size:int=128, device:str='cpu') -> pd.DataFrame:
+def predict_dataset(model:OrganAgeModel, ds, modalities=None, batch_size:int=128, device:str='cpu',
+                    autocast:bool=True) -> pd.DataFrame: # bf16 autocast on CUDA (False: full precision, as portable models predict)
     "Predict every subject of `ds`: one row per (subject, organ) the used modalities observe."
     model = model.to(device).eval()
     rows = []
     for batch in DataLoader(ds, batch_size=batch_size, collate_fn=collate_subjects):
         if modalities is not None and not any(f'{m}_x' in batch for m in modalities): continue
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=device == 'cuda'):
+        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=autocast and device == 'cuda'):
             rows += model.predict(batch, modalities)
     return pd.DataFrame(rows, columns=['subject_id', 'organ', 'age', 'mu', 'sigma'])
 
