@@ -291,9 +291,10 @@ class OrganAgeModel(nn.Module):
     def predict(self, batch:dict, modalities=None) -> list[dict]:
         "One row per (subject, organ) with observations: subject_id, organ, age, mu, sigma (years)."
         c = self.cfg
-        out = self(batch, modalities)
-        var = out['var'].float()
-        if c.predict_samples and not self.training: var = self.predictive_var(batch, modalities, out['mu'].float())
+        mc = bool(c.predict_samples) and not self.training
+        feats = self._fixed_features(batch, modalities) if mc else None   # image encoders run once for every pass
+        out = self(batch, modalities, feats)
+        var = self.predictive_var(batch, modalities, out['mu'].float(), features=feats) if mc else out['var'].float()
         mu, sigma = self.to_years(out['mu'].float(), var)
         rows = []
         for b, o in out['target_mask'].nonzero().tolist():
@@ -301,19 +302,28 @@ class OrganAgeModel(nn.Module):
                              mu=float(mu[b, o]), sigma=float(sigma[b, o])))
         return rows
 
+    def _noisy_modules(self) -> list:
+        "The modules a Monte Carlo draw seeds: dropout with p > 0 and the bottlenecks."
+        return [m for m in self.modules() if hasattr(m, 'mc_seed') and getattr(m, 'p', 1) != 0]
+
+    def _fixed_features(self, batch:dict, modalities=None) -> dict:
+        "Outputs of the encoders with nothing random in them (the CNNs): the same in every Monte Carlo draw, so computed once."
+        noisy = self._noisy_modules()
+        return {m: self.encoders[m](batch[f'{m}_x'].float()) for m in self.cfg.modalities
+                if f'{m}_x' in batch and batch[f'{m}_x'].shape[0] > 0 and (modalities is None or m in modalities)
+                and not any(x in noisy for x in self.encoders[m].modules())}
+
     @torch.no_grad()
     def predictive_var(self, batch:dict, modalities=None,
                        mu:torch.Tensor|None=None, # the deterministic means (B, n_organs), when already computed
-                       samples:int|None=None) -> torch.Tensor: # Monte Carlo samples (default `cfg.predict_samples`)
+                       samples:int|None=None, # Monte Carlo samples (default `cfg.predict_samples`)
+                       features:dict|None=None) -> torch.Tensor: # `_fixed_features` of this batch, when already computed
         "Predictive variance (B, n_organs), standard scale: mean of the head's variances plus the variance of its means over `samples` draws of dropout and bottleneck noise, each draw shared by every subject (so a subject's answer does not depend on the batch)."
         T = samples or self.cfg.predict_samples
         if T < 1: raise ConfigError(f"predictive_var needs at least one Monte Carlo sample; found samples={samples}, predict_samples={self.cfg.predict_samples}")
-        if mu is None: mu = self(batch, modalities)['mu'].float()
-        noisy = [m for m in self.modules() if hasattr(m, 'mc_seed') and getattr(m, 'p', 1) != 0]
-        # encoders without any noisy module answer the same every draw: encode their images once
-        feats = {m: self.encoders[m](batch[f'{m}_x'].float()) for m in self.cfg.modalities
-                 if f'{m}_x' in batch and batch[f'{m}_x'].shape[0] > 0 and (modalities is None or m in modalities)
-                 and not any(x in noisy for x in self.encoders[m].modules())}
+        feats = self._fixed_features(batch, modalities) if features is None else features
+        if mu is None: mu = self(batch, modalities, feats)['mu'].float()
+        noisy = self._noisy_modules()
         m1 = torch.zeros_like(mu); m2 = torch.zeros_like(mu); v = torch.zeros_like(mu)
         try:
             for t in range(T):
