@@ -59,7 +59,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                              enc_grid=4, image_shift=2, input_dropout=0.5, nll_beta=0.5, predict_samples=20,   # issue #12: chosen on validation subjects
                              n_heads=4, n_layers=1, dropout=0.1)),
     'full': dict(subjects=20000, n_genes=20000, image_size=224, volume_size=96, epochs=60, batch_size=128,
-                 num_workers=8, precision='bf16-mixed', n_bootstrap=10000, repeats=5,
+                 num_workers=8, precision='bf16-mixed', n_bootstrap=10000, repeats=5, oof_folds=10,
+                 oof_stages=('unimodal', 'naive', 'aligned', 'baselines'),
                  train=dict(rna_method='vst'),
                  model=dict(latent_dim=256, proj_dim=128, enc_width=32, enc_depth=3, enc_stem=2, backbone='resnet18',
                             n_heads=8, n_layers=2, dropout=0.1, predict_samples=20)),
@@ -98,6 +99,9 @@ class RunConfig(BaseModel):
     ci_level: float = Field(0.95, gt=0, lt=1)
     repeats: int = Field(2, ge=1, description='subject-grouped splits Table 1 is repeated over (organage.evaluate.repeats); '
                          'repeat 0 is the main run')
+    oof_folds: int = Field(5, ge=3, description='outer data folds of the cross-fit (organage.model.crossfit): model r is tested '
+                           'on fold r, validated on fold r-1, trained on the rest (seed 004)')
+    oof_stages: tuple[str, ...] = Field(('unimodal', 'baselines'), description='curriculum stages trained on every outer fold')
 
     @model_validator(mode='before')
     @classmethod

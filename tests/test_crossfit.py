@@ -1,0 +1,68 @@
+"""Cross-fitting (organage.model.crossfit) on a tiny simulated cohort: every subject held out once per model, by an
+outer model that did not train on it; validation rows come from the fold before; finished folds are reused; other
+folds are refused."""
+import logging
+import pandas as pd
+import pytest
+
+from organage.core import load_config, ConfigError
+from organage.data.synth import simulate_cohort
+from organage.model.crossfit import cross_fit, held_out, fold_table1, OOF_COLUMNS
+
+SETTINGS = {'epochs': 1, 'image_size': 32, 'volume_size': 16, 'n_genes': 300, 'device': 'cpu', 'batch_size': 32,
+            'n_bootstrap': 200, 'seed': 5}
+TINY = dict(latent_dim=16, proj_dim=8, enc_width=4, enc_depth=2, n_heads=2, n_layers=1)
+K = 3
+
+
+@pytest.fixture(scope='module')
+def cohort(tmp_path_factory):
+    return simulate_cohort(tmp_path_factory.mktemp('cohort')/'sim', subjects=150, seed=5, n_genes=300, image_size=32, volume_size=16)
+
+
+@pytest.fixture(scope='module')
+def fitted(cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp('crossfit')
+    cfg = load_config('quick', overrides=SETTINGS)
+    return cfg, out, cross_fit(cfg, cohort, out, k=K, model=TINY, train={'progress': False})
+
+
+def test_every_subject_is_held_out_once_by_a_model_that_never_trained_on_it(fitted):
+    cfg, out, oof = fitted
+    assert list(oof.columns[:len(OOF_COLUMNS)]) == OOF_COLUMNS
+    folds = pd.read_csv(out/'folds.csv', dtype={'subject_id': str}).set_index('subject_id').fold
+    h = held_out(oof)
+    assert {'unimodal_rna', 'unimodal_xray', 'unimodal_mri', 'enet_rna', 'pcr_xray', 'pcr_mri'} <= set(h.model)
+    for r in range(K):
+        s = pd.read_csv(out/f'outer_{r}'/'splits.csv', dtype={'subject_id': str}).set_index('subject_id').split
+        train = set(s.index[s == 'train'])
+        rows = oof[oof.outer == r]
+        assert not set(rows.subject_id) & train                      # nothing predicted for a subject it trained on
+        assert set(rows.subject_id[rows.split == 'test']) <= set(folds.index[folds == r])
+        assert set(rows.subject_id[rows.split == 'val']) <= set(folds.index[folds == (r - 1) % K])
+    # every subject with RNA gets an out-of-fold RNA prediction per organ it has, from the outer model of its fold
+    rna = h[h.model == 'unimodal_rna']
+    assert rna.subject_id.map(folds).eq(rna.outer).all()
+    assert rna.subject_id.nunique() == oof[oof.model == "unimodal_rna"].subject_id.nunique()
+
+
+def test_fold_table1_is_each_outer_models_own_table1(fitted):
+    cfg, out, oof = fitted
+    t = fold_table1(oof)
+    f = t['folds'].set_index(['outer', 'model'])
+    for r in range(K):
+        x = oof[(oof.outer == r) & (oof.split == 'test') & (oof.model == 'enet_rna')]
+        assert f.loc[(r, 'enet_rna'), 'MAE'] == pytest.approx((x.mu - x.age).abs().mean())
+    assert (t['over_folds'].set_index('model').loc[['unimodal_rna', 'enet_rna'], 'n_repeats'] == K).all()
+
+
+def test_a_finished_cross_fit_is_reused_and_other_folds_refused(fitted, cohort, caplog):
+    cfg, out, oof = fitted
+    stamp = {p: p.stat().st_mtime_ns for p in out.rglob('*.safetensors')}
+    with caplog.at_level(logging.INFO, logger='organage'):
+        again = cross_fit(cfg, cohort, out, k=K, model=TINY, train={'progress': False})
+    assert sum('not retrained' in r.message for r in caplog.records) == K
+    assert stamp == {p: p.stat().st_mtime_ns for p in out.rglob('*.safetensors')}
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), oof.reset_index(drop=True))
+    with pytest.raises(ConfigError, match='are 3, not 4'):
+        cross_fit(cfg, cohort, out, k=4, model=TINY, train={'progress': False})
