@@ -53,7 +53,7 @@ PROFILE_SECTIONS = ('train', 'model')   # settings of `TrainConfig` and of the n
 
 PROFILES: dict[str, dict[str, Any]] = {
     'quick': dict(subjects=1200, n_genes=2000, image_size=64, volume_size=32, epochs=24, batch_size=64,
-                  num_workers=0, precision='32-true', n_bootstrap=1000, repeats=2,
+                  num_workers=0, precision='32-true', n_bootstrap=1000, repeats=2, oof_modalities=('rna',),   # 5 folds of RNA: ~1 minute
                   train=dict(rna_method='logcpm'),
                   model=dict(latent_dim=64, proj_dim=32, enc_width=16, enc_depth=2, enc_stem=4, backbone='small',
                              enc_grid=4, image_shift=2, input_dropout=0.5, nll_beta=0.5, predict_samples=20,   # issue #12: chosen on validation subjects
@@ -102,6 +102,7 @@ class RunConfig(BaseModel):
     oof_folds: int = Field(5, ge=3, description='outer data folds of the cross-fit (organage.model.crossfit): model r is tested '
                            'on fold r, validated on fold r-1, trained on the rest (seed 004)')
     oof_stages: tuple[str, ...] = Field(('unimodal', 'baselines'), description='curriculum stages trained on every outer fold')
+    oof_modalities: tuple[str, ...] | None = Field(None, description='modalities the cross-fit trains on (None: every one the cohort has)')
 
     @model_validator(mode='before')
     @classmethod

@@ -10,7 +10,7 @@ from organage.data.synth import simulate_cohort
 from organage.model.crossfit import cross_fit, held_out, fold_table1, OOF_COLUMNS
 
 SETTINGS = {'epochs': 1, 'image_size': 32, 'volume_size': 16, 'n_genes': 300, 'device': 'cpu', 'batch_size': 32,
-            'n_bootstrap': 200, 'seed': 5}
+            'n_bootstrap': 200, 'seed': 5, 'oof_modalities': None}
 TINY = dict(latent_dim=16, proj_dim=8, enc_width=4, enc_depth=2, n_heads=2, n_layers=1)
 K = 3
 
@@ -66,3 +66,15 @@ def test_a_finished_cross_fit_is_reused_and_other_folds_refused(fitted, cohort, 
     pd.testing.assert_frame_equal(again.reset_index(drop=True), oof.reset_index(drop=True))
     with pytest.raises(ConfigError, match='are 3, not 4'):
         cross_fit(cfg, cohort, out, k=4, model=TINY, train={'progress': False})
+
+
+def test_an_rna_only_cross_fit_trains_rna_alone_on_the_ages_of_a_full_run(fitted, cohort, tmp_path):
+    cfg, out, oof = fitted
+    rna = cross_fit(cfg, cohort, tmp_path, k=K, modalities=('rna',), model=TINY, train={'progress': False})
+    assert set(rna.modality) == {'rna', 'fusion'} and {'unimodal_rna', 'enet_rna'} <= set(rna.model)   # 'stacked': the enet alone
+    assert not set(rna.model) & {'unimodal_xray', 'unimodal_mri', 'pcr_xray', 'pcr_mri'}
+    pd.testing.assert_series_equal(pd.read_csv(tmp_path/'folds.csv').fold, pd.read_csv(out/'folds.csv').fold)  # the same subject folds
+    key = ['model', 'subject_id', 'organ', 'split', 'outer']
+    both = rna.merge(oof, on=key, suffixes=('', '_all'))
+    assert len(both) == len(rna)                                # every row also in the all-modality cross-fit ...
+    assert (both.age - both.age_all).abs().max() < 1e-9         # ... with the same target age (exact ages from images)

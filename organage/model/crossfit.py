@@ -13,7 +13,7 @@ from ..core import RunConfig, ConfigError, DataError, write_csv
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'OOF_COLUMNS', 'outer_folds', 'outer_split', 'cross_fit', 'held_out', 'fold_table1']
+__all__ = ['log', 'OOF_COLUMNS', 'outer_folds', 'outer_split', 'subset_modalities', 'cross_fit', 'held_out', 'fold_table1']
 
 # %% ../../nbs/model/10_crossfit.ipynb #cf0006
 def outer_folds(data, # cohort folder, {modality: AnnData}, or an obs table with subject_id and age (and modality)
@@ -48,11 +48,30 @@ def _read_folds(path:Path, k:int) -> pd.Series:
     if got != k: raise ConfigError(f"{path}: these outer folds are {got}, not {k}; use a new folder for another number of folds")
     return f.set_index('subject_id').fold
 
+def subset_modalities(adatas:dict, # {modality: AnnData} of a cohort (`read_cohort`)
+                      keep:Sequence[str]) -> dict: # modalities to keep
+    "Only the `keep` modalities, their bracket ages replaced by the subject's exact age from any modality (as a full run's `observation_table` does)."
+    from organage.data.datasets import _exact
+    miss = [m for m in keep if m not in adatas or adatas[m].n_obs == 0]
+    if miss: raise ConfigError(f"modalities {', '.join(miss)}: not in this cohort (it has {', '.join(m for m, a in adatas.items() if a.n_obs)})")
+    ex = pd.concat([a.obs.loc[_exact(a.obs), ['subject_id', 'age']] for a in adatas.values() if a.n_obs])
+    exact = ex.assign(subject_id=ex.subject_id.astype(str)).groupby('subject_id').age.mean()
+    out = {}
+    for m in keep:
+        a = adatas[m].copy(); o = a.obs
+        fill = o.subject_id.astype(str).map(exact).to_numpy()
+        use = ~_exact(o) & ~np.isnan(fill)
+        o['age'] = np.where(use, fill, o.age.to_numpy(float))
+        if use.any(): o['age_source'] = np.where(use, 'exact_age_of_subject', o['age_source'].astype(str))
+        out[m] = a
+    return out
+
 def cross_fit(cfg:RunConfig, # settings of every outer model (outer model r uses seed cfg.seed + r)
               data_dir, # cohort folder
               out_dir, # folds.csv, outer_0/ ... outer_{k-1}/ and oof_predictions.csv go here
               k:int|None=None, # outer folds (default `cfg.oof_folds`)
               stages:Sequence[str]|None=None, # curriculum stages per fold (default `cfg.oof_stages`)
+              modalities:Sequence[str]|None=None, # modalities to train on (default `cfg.oof_modalities`; None: all)
               model:dict|None=None, train:dict|None=None, # ModelConfig / TrainConfig overrides, as `train_curriculum`
               loaders:dict|None=None) -> pd.DataFrame: # image loader overrides (tests)
     "Train and predict `stages` on k outer splits; the out-of-fold table (`OOF_COLUMNS`), also written to out_dir/oof_predictions.csv."
@@ -61,10 +80,18 @@ def cross_fit(cfg:RunConfig, # settings of every outer model (outer model r uses
     from organage.evaluate.repeats import _finished, _settings_differ
     out_dir, k = Path(out_dir), k or cfg.oof_folds
     stages = list(stages or cfg.oof_stages)
+    modalities = modalities if modalities is not None else cfg.oof_modalities
     out_dir.mkdir(parents=True, exist_ok=True)
+    data = everything = data_dir
+    if modalities:
+        from organage.data.cohort import read_cohort
+        everything = read_cohort(data_dir) if isinstance(data_dir, (str, Path)) else data_dir
+        data = subset_modalities(everything, modalities)
     fp = out_dir/'folds.csv'
     if fp.exists(): folds = _read_folds(fp, k)
-    else: folds = outer_folds(data_dir, k, cfg.seed); write_csv(folds.reset_index(), fp)
+    else:   # drawn over every subject of the cohort, whatever is trained: every source's out-of-fold rows share the folds
+        folds = outer_folds({m: a for m, a in everything.items() if a.n_obs} if isinstance(everything, dict) else everything, k, cfg.seed)
+        write_csv(folds.reset_index(), fp)
     frames = []
     for r in range(k):
         run, split = out_dir/f'outer_{r}', outer_split(folds, r)
@@ -75,13 +102,13 @@ def cross_fit(cfg:RunConfig, # settings of every outer model (outer model r uses
             if not old.equals(split.set_index('subject_id').split.sort_index()):
                 raise ConfigError(f"{run}: its splits.csv is not outer split {r} of {fp}; use a new folder")
         else: run.mkdir(parents=True, exist_ok=True); write_csv(split, sp)
-        if _finished(run) and not (why := _settings_differ(run, cr, data_dir, model, train)):
+        if _finished(run) and not (why := _settings_differ(run, cr, data, model, train)):
             log.info("outer model %d of %d: finished in %s, not retrained", r, k, run)
         else:
             if _finished(run): raise ConfigError(f"{run}: made with other settings ({', '.join(why)}); use a new folder")
             log.info("outer model %d of %d: training %s on %d subjects into %s", r, k, '+'.join(stages), int((split.split == 'train').sum()), run)
-            train_curriculum(cr, data_dir, run, model=model, train=train, stages=stages, loaders=loaders)
-            evaluate_run(run, data_dir, device=cr.device, loaders=loaders)
+            train_curriculum(cr, data, run, model=model, train=train, stages=stages, loaders=loaders)
+            evaluate_run(run, data, device=cr.device, loaders=loaders)
         p = pd.read_csv(run/'predictions_by_model.csv', dtype={'subject_id': str})
         frames.append(p.assign(outer=r, fold=np.where(p.split == 'test', r, (r - 1) % k)))
     oof = pd.concat(frames, ignore_index=True)
@@ -89,7 +116,7 @@ def cross_fit(cfg:RunConfig, # settings of every outer model (outer model r uses
     write_csv(oof, out_dir/'oof_predictions.csv')
     return oof
 
-# %% ../../nbs/model/10_crossfit.ipynb #cf0011
+# %% ../../nbs/model/10_crossfit.ipynb #cf0012
 def held_out(oof:pd.DataFrame) -> pd.DataFrame:
     "The out-of-fold test rows: every (subject, organ, model, modality) once, predicted by a model that never trained on the subject."
     t = oof[oof.split == 'test']
