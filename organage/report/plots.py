@@ -12,7 +12,7 @@ from ..core import DataError
 # %% auto #0
 __all__ = ['ORGAN_COLOURS', 'MODALITY_COLOURS', 'MODALITY_LABELS', 'organ_colour', 'organ_palette', 'plot_pred_vs_age',
            'plot_gap_vs_age', 'plot_gap_hist', 'plot_calibrated_by_age_bin', 'plot_organ_overlays',
-           'plot_subject_panel', 'plot_cohort_ages']
+           'plot_subject_panel', 'plot_cohort_ages', 'plot_gap_correlation', 'plot_volcano', 'plot_manhattan']
 
 # %% ../../nbs/report/00_plots.ipynb #0006
 ORGAN_COLOURS = {'lung': '#0173B2', 'brain': '#DE8F05', 'heart': '#D55E00', 'liver': '#029E73',
@@ -190,4 +190,115 @@ def plot_cohort_ages(obs:pd.DataFrame, # stacked obs of all modalities: modality
         ax.set(title=MODALITY_LABELS.get(m, m), xlabel='age (years)', ylabel='observations (stacked by organ)')
         ax.legend(fontsize=7)
     fig.suptitle(title); fig.tight_layout()
+    return fig
+
+# %% ../../nbs/report/00_plots.ipynb #a5500002
+def _hier_order(R:pd.DataFrame) -> list:
+    "Organs of a correlation matrix in the leaf order of average-linkage clustering on 1 - r (missing r: distance 1)."
+    if len(R) < 3: return list(R.index)
+    from scipy.cluster.hierarchy import linkage, leaves_list
+    from scipy.spatial.distance import squareform
+    D = 1 - R.fillna(0).to_numpy(float); D = np.clip((D + D.T) / 2, 0, 2); np.fill_diagonal(D, 0)
+    return [R.index[i] for i in leaves_list(linkage(squareform(D, checks=False), 'average', optimal_ordering=True))]
+
+def plot_gap_correlation(corr, # `gap_correlation` result, or its long table: organ_a, organ_b, r (+ r_sd)
+                         comparison:pd.DataFrame|None=None, # estimated vs true per pair: r_estimated, r_true (+ ci_low, ci_high, r_disattenuated)
+                         title:str='Correlation of accelerated aging between organs'):
+    "Clustered heat map of the inter-organ gap correlations; a true-vs-estimated panel when a comparison is given."
+    import seaborn as sns
+    t = getattr(corr, 'table', corr)
+    if comparison is None: comparison = getattr(corr, 'comparison', None)
+    _need(t, ['organ_a', 'organ_b', 'r'], 'gap correlation')
+    organs = sorted(set(t['organ_a'].astype(str)) | set(t['organ_b'].astype(str)))
+    R = pd.DataFrame(np.eye(len(organs)), index=organs, columns=organs)
+    sd = pd.DataFrame(np.nan, index=organs, columns=organs)
+    for _, row in t.iterrows():
+        a, b = str(row['organ_a']), str(row['organ_b'])
+        R.loc[a, b] = R.loc[b, a] = row['r']
+        if 'r_sd' in t.columns: sd.loc[a, b] = sd.loc[b, a] = row['r_sd']
+    order = _hier_order(R); R, sd = R.loc[order, order], sd.loc[order, order]
+    annot = R.map(lambda v: '' if pd.isna(v) else f'{v:.2f}') + sd.map(lambda v: '' if pd.isna(v) else f'\n±{v:.2f}')
+    panels = 2 if comparison is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.4 * panels, 5.4), squeeze=False); ax = axes[0, 0]
+    sns.heatmap(R, annot=annot.to_numpy(), fmt='', mask=R.isna().to_numpy(), cmap='RdBu_r', vmin=-1, vmax=1, center=0,
+                square=True, linewidths=0.5, annot_kws={'fontsize': 8}, cbar_kws={'label': 'Pearson r of organ-age gaps'}, ax=ax)
+    for lab in ax.get_xticklabels() + ax.get_yticklabels(): lab.set_color(organ_colour(lab.get_text()))
+    ax.set(xlabel='', ylabel='', title='(a) gap correlation (± bootstrap SD), clustered')
+    if comparison is not None:
+        _need(comparison, ['organ_a', 'organ_b', 'r_estimated', 'r_true'], 'true vs estimated correlation')
+        c = comparison.dropna(subset=['r_estimated', 'r_true']); bx = axes[0, 1]
+        err = None
+        if {'ci_low', 'ci_high'} <= set(c.columns):
+            err = np.vstack([c['r_estimated'] - c['ci_low'], c['ci_high'] - c['r_estimated']]).clip(0)
+        bx.errorbar(c['r_true'], c['r_estimated'], yerr=err, fmt='o', color='#0173B2', ms=5, capsize=2,
+                    label='estimated (bootstrap 95% CI)')
+        if 'r_disattenuated' in c.columns:
+            bx.scatter(c['r_true'], c['r_disattenuated'], facecolors='none', edgecolors='#D55E00', s=30,
+                       label='disattenuated (÷ reliabilities)')
+        lims = [min(0, np.nanmin(c[['r_true', 'r_estimated']].to_numpy())) - 0.05, max(c['r_true'].max(), 0.5) + 0.1]
+        bx.plot(lims, lims, 'k--', lw=1, label='identity')
+        for _, row in c.iterrows():
+            bx.annotate(f"{row['organ_a']}-{row['organ_b']}", (row['r_true'], row['r_estimated']), fontsize=6,
+                        xytext=(3, -8), textcoords='offset points', color='0.35')
+        bx.set(xlabel='true r of accelerations (simulator)', ylabel='r of estimated gaps', title='(b) estimated vs true, per pair')
+        bx.legend(fontsize=8, loc='upper left')
+    fig.suptitle(title); fig.tight_layout()
+    return fig
+
+def _effect_label(effect:str) -> str:
+    return {'std_effect': 'standardised effect (SD of gap per SD of phenotype)', 'effect_sd': 'effect (years of gap per SD of phenotype)',
+            'effect': 'effect (years of gap per unit of phenotype)'}.get(effect, effect)
+
+def _scan_rows(scan, effect, what):
+    _need(scan, ['phenotype', 'organ', 'p', 'q'], what)
+    effect = effect or ('std_effect' if 'std_effect' in scan.columns else 'effect')
+    _need(scan, [effect], what)
+    d = scan[np.isfinite(scan['p'].to_numpy(float))].copy()
+    if d.empty: raise DataError(f"cannot draw {what}: no test of the scan has a p-value", where='column p')
+    d['_y'] = -np.log10(np.clip(d['p'].to_numpy(float), 1e-300, 1)); return d, effect
+
+def _bh_line(ax, d, alpha):
+    sig = (d['q'] <= alpha).to_numpy()
+    thr = d.loc[sig, 'p'].max() if sig.any() else alpha / len(d)   # no discovery: the smallest p BH would have accepted
+    lab = f'BH q ≤ {alpha:g} (p ≤ {thr:.2g})' if sig.any() else f'BH threshold, no discoveries (p ≤ {thr:.2g})'
+    ax.axhline(-np.log10(thr), ls='--', color='0.3', lw=1, label=lab)
+    return sig
+
+def plot_volcano(scan:pd.DataFrame, # `association_scan`: phenotype, organ, p, q and the effect column
+                 effect:str|None=None, # effect column (default std_effect when present, else effect)
+                 alpha:float|None=None, # BH level (default: the scan's)
+                 max_labels:int=30, # discoveries labelled, smallest p first
+                 title:str='Association scan: phenotypes x organ-age gaps'):
+    "Volcano plot: effect against -log10 p per test, coloured by organ, BH threshold, discoveries labelled."
+    d, effect = _scan_rows(scan, effect, 'volcano plot')
+    alpha = scan.attrs.get('alpha', 0.05) if alpha is None else alpha
+    fig, ax = plt.subplots(figsize=(9.5, 5.5))
+    sig = _bh_line(ax, d, alpha)
+    for o in _organs(d):
+        s = d[d['organ'].astype(str) == o]
+        ax.scatter(s[effect], s['_y'], s=22, color=organ_colour(o), alpha=0.8, edgecolors='none',
+                   label=f'{o} (discoveries: {int((s["q"] <= alpha).sum())})')
+    for _, r in d[sig].nsmallest(max_labels, 'p').iterrows():
+        ax.annotate(f"{r['phenotype']} → {r['organ']}", (r[effect], r['_y']), fontsize=7, xytext=(4, 2), textcoords='offset points')
+    ax.axvline(0, color='0.6', lw=0.8)
+    ax.set(xlabel=_effect_label(effect), ylabel='-log10 p', title=title)
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1)); fig.tight_layout()
+    return fig
+
+def plot_manhattan(scan:pd.DataFrame, # `association_scan`
+                   alpha:float|None=None, # BH level (default: the scan's)
+                   title:str='Association scan by phenotype'):
+    "Manhattan-style plot: -log10 p per phenotype (x), one point per organ in its colour, BH threshold."
+    d, _ = _scan_rows(scan, 'p', 'Manhattan plot')
+    alpha = scan.attrs.get('alpha', 0.05) if alpha is None else alpha
+    phen = list(dict.fromkeys(d['phenotype'].astype(str))); organs = _organs(d)
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(phen) + 2), 4.5))
+    _bh_line(ax, d, alpha)
+    off = dict(zip(organs, np.linspace(-0.3, 0.3, len(organs)) if len(organs) > 1 else [0.0]))
+    for o in organs:
+        s = d[d['organ'].astype(str) == o]
+        ax.scatter([phen.index(str(p)) + off[o] for p in s['phenotype']], s['_y'], s=20, color=organ_colour(o), label=o)
+    ax.set_xticks(range(len(phen)), phen, rotation=60, ha='right', fontsize=8)
+    ax.set(xlabel='phenotype', ylabel='-log10 p', title=title); ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
     return fig
