@@ -152,7 +152,7 @@ def test_outer_test_rows_do_not_reach_the_choice(cohort):
     cfg = SMALL.model_copy(update=dict(enet_alpha=(0.01, 0.3, 3.0), enet_l1_ratio=(0.2, 0.9)))
     t1, s1 = nested_cv(a, organs=['liver'], models=('enet',), cfg=cfg)
     b = a.copy(); f0 = (subject_folds(a.obs.subject_id, cfg.n_outer, 0).loc[a.obs.subject_id] == 0).to_numpy()
-    X = b.X.copy(); X[f0] = np.where(np.isnan(X[f0]), np.nan, X[f0][::-1]); b.X = X   # fold 0's rows get other people's values
+    X = b.X.copy(); X[f0] = X[f0]*1.7 + 3; b.X = X                                       # fold 0's values changed (missing stay missing)
     t2, s2 = nested_cv(b, organs=['liver'], models=('enet',), cfg=cfg)
     o1, o2 = (s['organs']['liver']['models']['enet_bio']['outer'] for s in (s1, s2))
     assert o1[0]['params'] == o2[0]['params'] and o1[0]['inner_rmse'] == o2[0]['inner_rmse']
@@ -169,3 +169,15 @@ def test_fit_predict_tabular_uses_training_rows_only(cohort):
     np.testing.assert_allclose(t1[tr].mu, t2[tr].mu)
     assert not np.allclose(t1[~tr].mu, t2[~tr].mu)
     assert {k: v['kidney']['params'] for k, v in s1.items()} == {k: v['kidney']['params'] for k, v in s2.items()}
+
+
+def test_with_val_follows_seed_004_and_shares_external_folds(cohort):
+    a = read_biomarkers(cohort/'biomarkers'/'biomarkers.csv')
+    ext = pd.Series(np.arange(a.n_obs) % 4, index=a.obs_names)      # e.g. the networks' data folds
+    t, s = nested_cv(a, organs=['muscle'], models=('hgb',), cfg=SMALL, folds=ext, with_val=True)
+    assert list(t.columns) == ['model', 'subject_id', 'organ', 'modality', 'split', 'age', 'mu', 'sigma', 'outer', 'fold']
+    assert (t.fold.to_numpy() == ext.loc[t.subject_id].to_numpy()).all()
+    test, val = t[t.split == 'test'], t[t.split == 'val']
+    assert (test.outer == test.fold).all() and ((val.outer - val.fold) % 4 == 1).all()
+    assert test.subject_id.is_unique and val.subject_id.is_unique and len(test) == len(val) == s['organs']['muscle']['n']
+    with pytest.raises(DataError, match='have no outer fold'): nested_cv(a, organs=['muscle'], cfg=SMALL, folds=ext.iloc[1:])
