@@ -107,6 +107,18 @@ def test_simulated_files_and_injected_mess(cohort):
     assert 0.02 < ph.isna().to_numpy().mean() < 0.09
 
 
+def test_biomarkers_follow_their_organs_bio_age(cohort):
+    from scipy import stats
+    a = read_biomarkers(cohort/'biomarkers'/'biomarkers.csv')
+    bio = pd.read_csv(cohort/'truth.csv').pivot(index='subject_id', columns='organ', values='bio_age').loc[a.obs_names]
+    spec = BIOMARKERS.set_index('column')
+    for j, c in enumerate(a.var_names):
+        x = a.X[:, j].astype(float); ok = ~np.isnan(x)
+        o = spec.organ[c]
+        if o == 'none': assert abs(stats.spearmanr(x[ok], a.obs.age.to_numpy()[ok]).statistic) < 0.2, c
+        else: assert np.sign(spec.per_year[c])*stats.spearmanr(x[ok], bio[o].to_numpy()[ok]).statistic > 0.08, c
+
+
 def test_known_exposure_effects_in_truth(tmp_path):
     "The effects in phenotype_effects.csv are what a regression of the true acceleration recovers (nulls included)."
     root = simulate_cohort(tmp_path/'c', subjects=1500, n_genes=200, image_size=16, volume_size=16, seed=11, **GTEX_ONLY)
