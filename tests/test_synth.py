@@ -258,7 +258,8 @@ def test_messy_cohort_exercises_the_drop_rules(tmp_path):
     cohort = pytest.importorskip('organage.data.cohort')
     root = simulate_cohort(tmp_path/'m', subjects=200, n_genes=200, image_size=16, volume_size=16, messy=True, seed=2)
     mess = json.loads((root/'simulation.json').read_text())['imperfections']
-    assert set(mess) == {'gtex_samples_without_expression', 'chexpert_sex_unknown', 'ixi_age_missing', 'ixi_images_without_sheet_row'}
+    assert set(mess) == {'gtex_samples_without_expression', 'chexpert_sex_unknown', 'ixi_age_missing', 'ixi_images_without_sheet_row',
+                         'biomarker_text_values', 'biomarker_impossible_values', 'biomarker_duplicated_subject'}
     sheet = pd.read_csv(root/'ixi'/'IXI.csv')
     assert sheet.AGE.isna().sum() == mess['ixi_age_missing']
     assert len(list((root/'ixi'/'IXI-T1').glob('*.nii.gz'))) == len(sheet) + mess['ixi_images_without_sheet_row']

@@ -14,8 +14,10 @@ from scipy import ndimage
 from ..core import ConfigError, write_csv, write_json, atomic_write
 
 # %% auto #0
-__all__ = ['SIM_TISSUES', 'ORGANS', 'CHEXPERT_FINDINGS', 'IXI_SITES', 'IXI_ORIENTATION', 'SimConfig', 'simulate_subjects',
-           'simulate_truth', 'simulate_gene_table', 'simulate_counts', 'write_gct', 'world_streams', 'simulate_gtex',
+__all__ = ['SIM_TISSUES', 'ORGANS', 'CHEXPERT_FINDINGS', 'IXI_SITES', 'IXI_ORIENTATION', 'PHENOTYPES', 'BIOMARKERS', 'SimConfig',
+           'simulate_subjects', 'simulate_truth', 'simulate_phenotypes', 'phenotype_effects', 'exposure_acceleration',
+           'simulate_biomarkers', 'biomarker_units', 'simulate_biomarker_files', 'simulate_phenotype_files',
+           'simulate_gene_table', 'simulate_counts', 'write_gct', 'world_streams', 'simulate_gtex',
            'render_radiographs', 'render_laterals', 'simulate_chexpert', 'render_volumes', 'ixi_geometry',
            'simulate_ixi', 'simulate_cohort']
 
@@ -87,6 +89,14 @@ class SimConfig:
                                        # ratios); None: in-plane voxel 3/4 of the training grid's (mri_fov_mm / volume_size), >= 1
     mri_fov_mm: float = 210.0          # side of the training grid (organage RunConfig.mri_fov_mm) the resolution is chosen for
     site_shares: tuple = (0.56, 0.32, 0.12)  # Guys, HH, IOP
+    # phenotypes and exposures (phenotypes/): known effects added to organ accelerations
+    exposure_scale: float = 1.0        # multiplies every known effect of `PHENOTYPES`; 0: no effect (truth as without them)
+    phenotype_missing: float = 0.05    # share of each phenotype's values left blank
+    # scalar biomarkers (biomarkers/), UK-Biobank-like
+    biomarker_fraction: float = 1.0    # share of persons with a row in biomarkers.csv
+    biomarker_missing: float = 0.04    # share of single values left blank ...
+    biomarker_block_missing: float = 0.02  # ... plus, per person, whole organ panels not done (e.g. no spirometry)
+    biomarker_noise: float = 1.0       # scales every biomarker's measurement noise
     messy: bool = False                # add the imperfections real releases have (see `simulate_cohort`)
     n_jobs: int|None = None            # processes writing images (None: up to 8 for large cohorts, else 1); same files either way
 
@@ -102,6 +112,10 @@ class SimConfig:
             raise ConfigError(f"mri_scale={self.mri_scale}: expected at least 1 (IXI's own voxel size) or None")
         if len(self.cohort_shares) != 3 or min(self.cohort_shares) < 0 or sum(self.cohort_shares) <= 0:
             raise ConfigError(f"cohort_shares={self.cohort_shares}: expected three non-negative shares")
+        for k in ('phenotype_missing', 'biomarker_fraction', 'biomarker_missing', 'biomarker_block_missing'):
+            if not 0 <= getattr(self, k) <= 1: raise ConfigError(f"{k}={getattr(self, k)}: expected 0..1")
+        if self.exposure_scale < 0 or self.biomarker_noise < 0:
+            raise ConfigError(f"exposure_scale={self.exposure_scale}, biomarker_noise={self.biomarker_noise}: expected >= 0")
 
 # %% ../../nbs/data/05_synth.ipynb #3251dc49
 def _id_offset(cfg:SimConfig) -> int:
@@ -167,20 +181,185 @@ def simulate_subjects(cfg:SimConfig, # generative settings
 # %% ../../nbs/data/05_synth.ipynb #0014
 def simulate_truth(subjects:pd.DataFrame, # from `simulate_subjects`
                    cfg:SimConfig, rng:np.random.Generator,
-                   organs=ORGANS) -> pd.DataFrame:
-    "Long table subject_id, organ, age, bio_age, acceleration, systemic, organ_specific (years)."
+                   organs=ORGANS,
+                   exposure:np.ndarray|None=None, # (persons, organs) known phenotype effects (`exposure_acceleration`); None: none
+                  ) -> pd.DataFrame:
+    "Long table subject_id, organ, age, bio_age, acceleration, systemic, organ_specific, exposure (years)."
     n, k = len(subjects), len(organs)
     cov = cfg.organ_sd**2*((1 - cfg.organ_corr)*np.eye(k) + cfg.organ_corr*np.ones((k, k)))
     organ_part = rng.multivariate_normal(np.zeros(k), cov, n, method='cholesky')
     systemic = rng.normal(0, cfg.systemic_sd, n)
     age = subjects.age.to_numpy()
     scale = np.clip(1 + cfg.accel_age_slope*(age - 50)/30, 0.2, None)[:, None]
-    sysc, orgc = scale*systemic[:, None], scale*organ_part
+    ex = np.zeros((n, k)) if exposure is None else np.asarray(exposure, float)
+    sysc, orgc = scale*systemic[:, None], scale*organ_part + ex
     acc = sysc + orgc
     return pd.DataFrame(dict(subject_id=np.repeat(subjects.subject_id.to_numpy(), k), organ=np.tile(organs, n),
                              age=np.repeat(age, k), bio_age=(age[:, None] + acc).ravel().round(3),
                              acceleration=acc.ravel().round(3), systemic=np.broadcast_to(sysc, (n, k)).ravel().round(3),
-                             organ_specific=orgc.ravel().round(3)))
+                             organ_specific=orgc.ravel().round(3), exposure=ex.ravel().round(3)))
+
+# %% ../../nbs/data/05_synth.ipynb #8bc11d01
+# name, kind, unit, {organ: years of acceleration per unit}
+PHENOTYPES = (
+    ('smoking_pack_years', 'continuous', 'pack-years', {'lung': 0.2, 'heart': 0.05}),
+    ('alcohol_units_week', 'continuous', 'units/week', {'liver': 0.2}),
+    ('physical_activity_h_week', 'continuous', 'hours/week', {'muscle': -0.8, 'heart': -0.25}),
+    ('diabetes', 'binary', '0/1', {'kidney': 6.0}),
+    ('height_cm', 'continuous', 'cm', {}),
+    ('coffee_cups_day', 'continuous', 'cups/day', {}),
+    ('left_handed', 'binary', '0/1', {}),
+    ('owns_dog', 'binary', '0/1', {}),
+    ('education_years', 'continuous', 'years', {}),
+)
+
+def _logistic(z): return 1/(1 + np.exp(-z))
+
+def simulate_phenotypes(subjects:pd.DataFrame, # from `simulate_subjects` (age, sex)
+                        rng:np.random.Generator, # the phenotypes' own stream
+                       ) -> pd.DataFrame:
+    "True (complete) phenotype values, one row per person in `subjects`' order, columns as in `PHENOTYPES`."
+    n, age, male = len(subjects), subjects.age.to_numpy(float), (subjects.sex == 'male').to_numpy()
+    ever = rng.uniform(size=n) < np.where(male, 0.5, 0.4)
+    pack = np.where(ever, rng.gamma(2.0, 0.2*np.clip(age - 16, 1, None)), 0.0)
+    drinks = rng.uniform(size=n) < 0.8
+    alcohol = np.where(drinks, np.exp(rng.normal(np.log(7) + 0.4*male, 0.8)), 0.0)
+    activity = rng.gamma(2.0, 1.8, n)*(1.3 - 0.006*age)
+    diabetes = rng.uniform(size=n) < _logistic(-3.0 + 0.035*(age - 40))
+    height = rng.normal(np.where(male, 176, 163), 7, n)
+    coffee = rng.poisson(2.0, n).astype(float)
+    left = rng.uniform(size=n) < 0.1
+    dog = rng.uniform(size=n) < 0.35
+    edu = np.clip(np.round(rng.normal(14, 3, n)), 6, 24)
+    return pd.DataFrame(dict(smoking_pack_years=pack.round(1), alcohol_units_week=alcohol.round(0),
+                             physical_activity_h_week=activity.round(1), diabetes=diabetes.astype(int),
+                             height_cm=height.round(1), coffee_cups_day=coffee, left_handed=left.astype(int),
+                             owns_dog=dog.astype(int), education_years=edu), index=subjects.index)
+
+def phenotype_effects(values:pd.DataFrame, # `simulate_phenotypes`
+                      cfg:SimConfig, organs=ORGANS) -> pd.DataFrame:
+    "The known answer: one row per phenotype and organ, effect in years of acceleration per unit and per SD (0 where none)."
+    rows = []
+    for name, kind, unit, eff in PHENOTYPES:
+        sd = float(values[name].std())
+        for o in organs:
+            b = cfg.exposure_scale*eff.get(o, 0.0)
+            rows.append(dict(phenotype=name, organ=o, effect=b, effect_per_sd=round(b*sd, 4), sd=round(sd, 4),
+                             unit=unit, kind=kind, has_effect=b != 0))
+    return pd.DataFrame(rows)
+
+def exposure_acceleration(values:pd.DataFrame, # `simulate_phenotypes`
+                          effects:pd.DataFrame, # `phenotype_effects`
+                          organs=ORGANS) -> np.ndarray:
+    "(persons, organs) years added to each organ's acceleration: sum over phenotypes of effect x (value - cohort mean)."
+    out = np.zeros((len(values), len(organs)))
+    for r in effects[effects.effect != 0].itertuples():
+        x = values[r.phenotype].to_numpy(float)
+        out[:, organs.index(r.organ)] += r.effect*(x - x.mean())
+    return out
+
+# %% ../../nbs/data/05_synth.ipynb #203a1072
+# name, unit, organ, scale ('lin' | 'log' | 'binom'), value at bio age 50 for a woman, change per year of the organ's
+# bio age (natural units; 'log': log-scale), male effect (same scale), noise sd (same scale), body-size loading,
+# plausible min, max, decimals
+BIOMARKERS = pd.DataFrame([
+    ('grip_strength', 'kg', 'muscle', 'lin', 27.0, -0.30, 13.0, 4.5, 3.0, 0, 100, 1),
+    ('heel_bmd', 'g/cm2', 'muscle', 'lin', 0.52, -0.004, 0.06, 0.07, 0.02, 0.05, 1.5, 3),
+    ('appendicular_lean_mass', 'kg', 'muscle', 'lin', 17.0, -0.07, 8.0, 1.8, 1.5, 3, 50, 1),
+    ('alt', 'U/L', 'liver', 'log', 20.0, 0.008, 0.25, 0.35, 0.0, 1, 2000, 0),
+    ('ggt', 'U/L', 'liver', 'log', 22.0, 0.012, 0.30, 0.40, 0.0, 1, 3000, 0),
+    ('albumin', 'g/L', 'liver', 'lin', 45.0, -0.09, 0.8, 2.3, 0.0, 10, 70, 1),
+    ('creatinine', 'umol/L', 'kidney', 'log', 65.0, 0.006, 0.22, 0.12, 0.03, 10, 1500, 0),
+    ('cystatin_c', 'mg/L', 'kidney', 'log', 0.85, 0.009, 0.05, 0.11, 0.0, 0.2, 8, 2),
+    ('egfr', 'mL/min/1.73m2', 'kidney', 'lin', 88.0, -0.8, 2.0, 10.0, 0.0, 3, 200, 0),
+    ('urea', 'mmol/L', 'kidney', 'lin', 5.2, 0.03, 0.5, 1.1, 0.0, 0.5, 60, 1),
+    ('fev1', 'L', 'lung', 'lin', 2.7, -0.03, 0.8, 0.35, 0.25, 0.2, 7, 2),
+    ('fvc', 'L', 'lung', 'lin', 3.4, -0.028, 1.0, 0.42, 0.32, 0.3, 9, 2),
+    ('peak_expiratory_flow', 'L/min', 'lung', 'lin', 400.0, -3.0, 110.0, 60.0, 25.0, 30, 1000, 0),
+    ('systolic_bp', 'mmHg', 'heart', 'lin', 132.0, 0.55, 5.0, 13.0, 0.0, 60, 270, 0),
+    ('diastolic_bp', 'mmHg', 'heart', 'lin', 80.0, 0.12, 3.0, 9.0, 0.0, 30, 160, 0),
+    ('pulse_wave_velocity', 'm/s', 'heart', 'lin', 8.6, 0.09, 0.3, 1.3, 0.0, 2, 30, 1),
+    ('reaction_time', 'ms', 'brain', 'log', 540.0, 0.005, -0.03, 0.13, 0.0, 100, 3000, 0),
+    ('symbol_digit_matches', 'matches', 'brain', 'lin', 19.0, -0.17, 0.0, 3.5, 0.0, 0, 60, 0),
+    ('fluid_intelligence', 'score (0-13)', 'brain', 'binom', 0.47, -0.012, 0.0, 0.0, 0.0, 0, 13, 0),
+    ('sodium', 'mmol/L', 'none', 'lin', 140.0, 0.0, 0.3, 2.4, 0.0, 100, 180, 1),
+    ('platelet_count', '10^9/L', 'none', 'lin', 255.0, 0.0, -20.0, 55.0, 0.0, 5, 1500, 0),
+    ('vitamin_d', 'nmol/L', 'none', 'log', 48.0, 0.0, 0.02, 0.45, 0.0, 5, 400, 1),
+    ('resting_heart_rate', 'bpm', 'none', 'lin', 70.0, 0.0, -2.5, 11.0, 0.0, 25, 220, 0),
+], columns=['column', 'unit', 'organ', 'scale', 'at50', 'per_year', 'male', 'noise', 'size', 'min', 'max', 'decimals'])
+
+def simulate_biomarkers(subjects:pd.DataFrame, # from `simulate_subjects`
+                        truth:pd.DataFrame, # from `simulate_truth` (bio_age per subject and organ)
+                        cfg:SimConfig, rng:np.random.Generator, # the biomarkers' own stream
+                       ) -> pd.DataFrame:
+    "One row per person (all of `subjects`, in order): subject_id, age, sex and every `BIOMARKERS` column, complete, rounded."
+    n, male = len(subjects), (subjects.sex == 'male').to_numpy().astype(float)
+    bio = truth.pivot(index='subject_id', columns='organ', values='bio_age').reindex(subjects.subject_id)
+    size = rng.normal(0, 1, n)
+    out = {'subject_id': subjects.subject_id.to_numpy(), 'age': subjects.age.to_numpy(), 'sex': subjects.sex.to_numpy()}
+    for r in BIOMARKERS.itertuples():
+        d = (bio[r.organ].to_numpy() - 50) if r.organ != 'none' else np.zeros(n)
+        z = r.per_year*d + r.male*male + r.size*size
+        if r.scale == 'binom': v = rng.binomial(int(r.max), _logistic(np.log(r.at50/(1 - r.at50)) + z)).astype(float)
+        else:
+            draw = lambda e: r.at50*np.exp(z + e) if r.scale == 'log' else r.at50 + z + e
+            v = draw(rng.normal(0, 1, n)*r.noise*cfg.biomarker_noise)
+            for _ in range(100):   # noise truncated to the plausible range (no grip strength below 0 kg)
+                if not (bad := (v < r.min) | (v > r.max)).any(): break
+                v[bad] = draw(rng.normal(0, 1, n)*r.noise*cfg.biomarker_noise)[bad]
+        out[r.column] = np.round(v, int(r.decimals))
+    return pd.DataFrame(out)
+
+def biomarker_units() -> pd.DataFrame:
+    "The side file: column, unit, organ (dimension), plausible min and max."
+    return BIOMARKERS[['column', 'unit', 'organ', 'min', 'max']].copy()
+
+def _biomarker_table(values:pd.DataFrame, cfg:SimConfig, rng:np.random.Generator) -> pd.DataFrame:
+    "What is written: a share of the persons, values blanked (single and organ panels), and with `messy` a few bad entries."
+    cols = list(BIOMARKERS.column)
+    keep = np.sort(rng.permutation(len(values))[:int(round(cfg.biomarker_fraction*len(values)))])
+    tab = values.iloc[keep].reset_index(drop=True)
+    miss = rng.uniform(size=(len(tab), len(cols))) < cfg.biomarker_missing
+    for o in BIOMARKERS.organ.unique():
+        j = np.flatnonzero(BIOMARKERS.organ.to_numpy() == o)
+        miss[np.ix_(rng.uniform(size=len(tab)) < cfg.biomarker_block_missing, j)] = True
+    X = tab[cols].to_numpy(float); X[miss] = np.nan
+    tab[cols] = X
+    if cfg.messy and len(tab) >= 10:
+        tab = tab.astype({c: object for c in cols})
+        r = rng.choice(len(tab), 6, replace=False)
+        texts = [(r[0], 'alt', '<5'), (r[1], 'ggt', 'see note'), (r[2], 'creatinine', 'haemolysed')]
+        bad = [(r[3], 'systolic_bp', -1.0), (r[4], 'albumin', 900.0)]
+        for i, c, v in texts + bad: tab.iat[i, tab.columns.get_loc(c)] = v
+        dup = tab.iloc[[r[5]]].copy(); dup['grip_strength'] = values.grip_strength.iloc[keep[r[5]]] + 7.5
+        tab = pd.concat([tab, dup], ignore_index=True)
+        _MESS.update(biomarker_text_values=[dict(subject_id=tab.subject_id.iat[i], column=c, value=v) for i, c, v in texts],
+                     biomarker_impossible_values=[dict(subject_id=tab.subject_id.iat[i], column=c, value=v) for i, c, v in bad],
+                     biomarker_duplicated_subject=str(dup.subject_id.iat[0]))
+    return tab
+
+def simulate_biomarker_files(subjects:pd.DataFrame, truth:pd.DataFrame, cfg:SimConfig, rng:np.random.Generator,
+                             out:Path) -> pd.DataFrame:
+    "Write `biomarkers/biomarkers.csv` and `biomarkers/biomarkers_units.csv`; returns the complete values."
+    values = simulate_biomarkers(subjects, truth, cfg, rng)
+    (out/'biomarkers').mkdir(parents=True, exist_ok=True)
+    write_csv(_biomarker_table(values, cfg, rng), out/'biomarkers'/'biomarkers.csv')
+    write_csv(biomarker_units(), out/'biomarkers'/'biomarkers_units.csv')
+    return values
+
+def simulate_phenotype_files(subjects:pd.DataFrame, values:pd.DataFrame, effects:pd.DataFrame, cfg:SimConfig,
+                             rng:np.random.Generator, out:Path) -> Path:
+    "Write `phenotypes/phenotypes.csv` (values with `phenotype_missing` blanked) and `phenotypes/phenotype_effects.csv`."
+    tab = values.copy()
+    for c in tab.columns:
+        m = rng.uniform(size=len(tab)) < cfg.phenotype_missing
+        tab[c] = tab[c].astype('Float64' if tab[c].dtype.kind == 'f' else 'Int64').mask(m)
+    tab.insert(0, 'subject_id', subjects.subject_id.to_numpy())
+    (out/'phenotypes').mkdir(parents=True, exist_ok=True)
+    write_csv(tab, out/'phenotypes'/'phenotypes.csv')
+    write_csv(effects, out/'phenotypes'/'phenotype_effects.csv')
+    return out/'phenotypes'
+
 
 # %% ../../nbs/data/05_synth.ipynb #0017
 def simulate_gene_table(cfg:SimConfig, rng:np.random.Generator, organs=ORGANS):
@@ -712,7 +891,7 @@ def simulate_cohort(out, # folder to write (replaced if it holds an earlier simu
                     volume_size:int=32, # MRI side (voxels)
                     **kw # any other `SimConfig` field
                    ) -> Path:
-    "Simulate a cohort with known organ ages in the GTEx / CheXpert / IXI formats; returns the folder."
+    "Simulate a cohort with known organ ages in the GTEx / CheXpert / IXI formats (+ biomarkers, phenotypes); returns the folder."
     known = {f.name for f in fields(SimConfig)}
     if bad := set(kw) - known: raise ConfigError(f"unknown simulator setting(s) {sorted(bad)}: expected some of {sorted(known)}")
     cfg = SimConfig(subjects=subjects, seed=seed, world_seed=world_seed, paired_fraction=paired_fraction, n_genes=n_genes,
@@ -724,17 +903,22 @@ def simulate_cohort(out, # folder to write (replaced if it holds an earlier simu
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.tmp-'))
     t0 = time.perf_counter()
     try:
-        rs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)]
+        ss = np.random.SeedSequence(seed).spawn(7)   # children 0-4 as before; 5: phenotypes, 6: biomarkers
+        rs = [np.random.default_rng(s) for s in ss[:5]]
+        r_ph, r_bm = (np.random.default_rng(s) for s in ss[5:])
         _MESS.clear()
         secs, tic = {}, time.perf_counter()
         def lap(k):
             nonlocal tic; secs[k] = round(time.perf_counter() - tic, 3); tic = time.perf_counter()
         subj = simulate_subjects(cfg, rs[0])
-        truth = simulate_truth(subj, cfg, rs[1]); lap('subjects_truth')
+        pheno = simulate_phenotypes(subj, r_ph); effects = phenotype_effects(pheno, cfg)
+        truth = simulate_truth(subj, cfg, rs[1], exposure=exposure_acceleration(pheno, effects)); lap('subjects_truth')
         world = None if cfg.world_seed is None else world_streams(cfg.world_seed)
         _, truth_genes = simulate_gtex(subj, truth, cfg, rs[2], tmp, world); lap('gtex')
         simulate_chexpert(subj, truth, cfg, rs[3], tmp); lap('chexpert')
         simulate_ixi(subj, truth, cfg, rs[4], tmp); lap('ixi')
+        simulate_phenotype_files(subj, pheno, effects, cfg, r_ph, tmp)
+        simulate_biomarker_files(subj, truth, cfg, r_bm, tmp); lap('phenotypes_biomarkers')
         links = subj[['subject_id', 'gtex_id', 'chexpert_id', 'ixi_id']]
         write_csv(links, tmp/'subject_links.csv')
         write_csv(truth, tmp/'truth.csv')
