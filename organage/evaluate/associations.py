@@ -19,7 +19,7 @@ _log = logging.getLogger('organage')
 __all__ = ['ASSOC_ORGANS', 'KNOWN_EFFECTS', 'AssociationData', 'simulate_associations', 'check_gaps', 'gap_matrix',
            'fisher_interval', 'bootstrap_correlation', 'GapCorrelation', 'gap_correlation', 'compare_correlations',
            'true_acceleration_correlation', 'encode_column', 'association_scan', 'annotate_known_effects',
-           'scan_recall', 'read_phenotypes']
+           'scan_recall', 'read_known_effects']
 
 # %% ../../nbs/evaluate/06_associations.ipynb #0006
 ASSOC_ORGANS = ('brain', 'heart', 'kidney', 'liver', 'lung', 'muscle')
@@ -298,6 +298,7 @@ def association_scan(gaps:pd.DataFrame, # one row per subject and organ: subject
                     ) -> pd.DataFrame:
     "Every phenotype x organ: OLS gap ~ phenotype + covariates; effect, CI, p, BH q across the scan, `significant`."
     g, dropped = check_gaps(gaps, value)
+    if 'subject_id' not in phenotypes.columns and phenotypes.index.name == 'subject_id': phenotypes = phenotypes.reset_index()   # `read_phenotypes`' table
     _check_columns(phenotypes, ['subject_id'], 'phenotype table')
     ph = phenotypes.copy(); ph['subject_id'] = ph['subject_id'].astype(str)
     dup = ph['subject_id'].duplicated()
@@ -397,19 +398,12 @@ def scan_recall(scan:pd.DataFrame, # `association_scan`
                               true_untested=int((m.is_true & ~m.tested).sum()) + m.attrs['known_not_in_scan'])])
 
 # %% ../../nbs/evaluate/06_associations.ipynb #0029
-def read_phenotypes(path, # phenotypes.csv, or a folder holding it (and phenotype_effects.csv)
-                   ) -> tuple[pd.DataFrame, pd.DataFrame|None]:
-    "The phenotype table (subject ids as text, one row per subject) and the known effects when the folder has them."
+def read_known_effects(path, # phenotype_effects.csv, or a folder holding it
+                      ) -> pd.DataFrame:
+    "The known effects of phenotypes on organs' acceleration (phenotype, organ, effect, ...), as `scan_recall` takes them."
     from pathlib import Path
-    p = Path(path); folder = p if p.is_dir() else p.parent
-    f = folder/'phenotypes.csv' if p.is_dir() else p
-    if not f.is_file(): raise DataError("no phenotype table", path=f, expected='a CSV with subject_id and one column per phenotype')
-    ph = pd.read_csv(f, dtype={'subject_id': str})
-    _check_columns(ph, ['subject_id'], f'phenotype table {f}')
-    dup = ph['subject_id'].duplicated()
-    if dup.any(): raise DataError(f"{int(dup.sum())} repeated subjects", path=f, where='subject_id', expected='one row per subject',
-                                  found=f"e.g. {examples(ph.loc[dup, 'subject_id'].unique())}")
-    e = folder/'phenotype_effects.csv'
-    eff = pd.read_csv(e, dtype={'phenotype': str, 'organ': str}) if e.is_file() else None
-    if eff is not None: _check_columns(eff, ['phenotype', 'organ', 'effect'], f'known-effects table {e}')
-    return ph, eff
+    p = Path(path); f = p/'phenotype_effects.csv' if p.is_dir() else p
+    if not f.is_file(): raise DataError("no known-effects table", path=f, expected='a CSV with phenotype, organ, effect')
+    eff = pd.read_csv(f, dtype={'phenotype': str, 'organ': str})
+    _check_columns(eff, ['phenotype', 'organ', 'effect'], f'known-effects table {f}')
+    return eff

@@ -13,7 +13,7 @@ from .baselines import subject_folds, fold_splits
 from ..evaluate.predictions import PRED_COLUMNS
 
 # %% auto #0
-__all__ = ['MODELS', 'OOF_COLUMNS', 'TabularConfig', 'make_model', 'dimension_features', 'nested_cv', 'fit_predict_tabular']
+__all__ = ['MODELS', 'TabularConfig', 'make_model', 'dimension_features', 'nested_cv', 'fit_predict_tabular']
 
 # %% ../../nbs/model/08_tabular.ipynb #c9282441
 class TabularConfig(BaseModel):
@@ -101,7 +101,7 @@ def _search(kind, X, y, subjects, cfg, seed):
 
 def _params(gs) -> dict: return {k.split('__')[-1]: v for k, v in gs.best_params_.items()}
 
-OOF_COLUMNS = ('model', 'subject_id', 'organ', 'modality', 'split', 'age', 'mu', 'sigma', 'outer', 'fold')  # as the networks' out-of-fold table
+from .crossfit import OOF_COLUMNS   # the networks' out-of-fold table: one format for every model
 
 def nested_cv(adata, # `read_biomarkers`
               organs=None, # dimensions to model (values of var['organ']); None: every one but 'none' and 'unknown'
