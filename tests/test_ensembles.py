@@ -8,6 +8,7 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score, m
 
 from organage.core import DataError
 from organage.evaluate.stats import nested_models_table
+from organage.model.crossfit import outer_folds, outer_split
 from organage.evaluate.metrics import metrics_with_sd, ensemble_vs_best, add_age_group
 from organage.model.ensembles import (stack_predictions, hierarchical_ensemble, simulate_oof, EnsembleSettings,
                                       corrected_ages, ENSEMBLE_MODALITY)
@@ -118,7 +119,7 @@ def test_ensemble_beats_each_component_and_ignores_noise(next_fold):
     noise = w[(w.node == 'ens_brain_rna') & (w.component == 'noise_rna')].weight
     assert noise.mean() < 0.05 and noise.max() < 0.1
     assert (w.weight >= 0).all()                                     # non-negative weights
-    assert set(w.groupby('node').fold.nunique()) == {5}              # one fit per node and fold
+    assert set(w.groupby('node').outer.nunique()) == {5}             # one fit per node and outer model
 
 
 def test_no_subject_is_predicted_by_weights_fitted_on_it(next_fold):
@@ -127,13 +128,14 @@ def test_no_subject_is_predicted_by_weights_fitted_on_it(next_fold):
     assert res.records
     for r in res.records:
         assert not (r['fit'] & r['applied'])
-        assert {fold_of[s] for s in r['applied']} == {r['fold']}
-        assert (r['fold'] - 1) % 5 in {fold_of[s] for s in r['fit']} and r['fold'] not in {fold_of[s] for s in r['fit']}
-    # every prediction row's subject is among the subjects its node and fold applied weights to
+        assert {fold_of[s] for s in r['applied']} == {r['outer']}
+        assert {fold_of[s] for s in r['fit']} == {(r['outer'] - 1) % 5}     # fitted on the previous fold only
+    # every prediction row's subject is among the subjects its node and outer model applied weights to
     applied = {}
-    for r in res.records: applied.setdefault((r['node'], r['fold']), set()).update(r['applied'])
-    for (node, fold), g in res.predictions.groupby(['model', 'fold']):
-        assert set(g.subject_id) <= applied[(node, fold)]
+    for r in res.records: applied.setdefault((r['node'], r['outer']), set()).update(r['applied'])
+    for (node, outer), g in res.predictions.groupby(['model', 'outer']):
+        assert set(g.subject_id) <= applied[(node, outer)]
+        assert (g.fold == outer).all()
 
 
 def test_missing_components_are_counted_and_pattern_fits_recorded(next_fold):
@@ -155,12 +157,12 @@ def test_validation_mode_is_seed_004s_discipline():
     assert res.mode == 'val' and set(res.predictions.split) == {'val', 'test'}
     for r in res.records:
         assert not (r['fit'] & r['applied'])
-        val_k = set(oof.subject_id[(oof.fold == r['fold']) & (oof.split == 'val')])
+        val_k = set(oof.subject_id[(oof.outer == r['outer']) & (oof.split == 'val')])
         assert r['fit'] <= val_k                                     # fitted on fold k's validation rows only
     test = res.predictions[res.predictions.split == 'test']
     assert test.groupby('model').subject_id.apply(lambda s: s.duplicated().any()).sum() == 0
     assert set(test.subject_id[test.model == 'ens_brain']) == set(oof.subject_id)
-    bad = pd.concat([oof, oof[(oof.split == 'test') & (oof.fold == 1)].assign(split='val')], ignore_index=True)
+    bad = pd.concat([oof, oof[(oof.split == 'test') & (oof.outer == 1)].assign(split='val')], ignore_index=True)
     with pytest.raises(DataError, match='both in the fitting and the predicted rows'):
         hierarchical_ensemble(bad, settings=FAST)
 
@@ -213,3 +215,28 @@ def test_ensemble_vs_best_gives_a_paired_interval():
     same = pd.concat([mk('ens_brain', age + e), mk('c1', age + e), mk('c2', age + 2 * e)], ignore_index=True)
     r0 = ensemble_vs_best(same, {'brain': 'ens_brain'}, n_boot=200).iloc[0]
     assert r0['diff'] == 0 and r0.low <= 0 <= r0.high
+
+
+def test_reads_cross_fits_table_format():
+    "Rows laid out as `cross_fit` writes them (outer model r: test fold r, validation fold r-1, from `outer_split`)."
+    rng = np.random.default_rng(7); n = 300
+    obs = pd.DataFrame(dict(subject_id=[f'P{i:04d}' for i in range(n)], age=rng.uniform(20, 80, n), modality='mri'))
+    folds = outer_folds(obs, k=5, seed=0)
+    age = obs.set_index('subject_id').age
+    rows = []
+    for r in range(5):
+        sp = outer_split(folds, r); sp = sp[sp.split != 'train']
+        for model, sd in (('unimodal_mri', 5.0), ('pcr_mri', 6.0)):
+            a = age.loc[sp.subject_id].to_numpy()
+            rows.append(sp.assign(model=model, organ='brain', modality='mri', age=a, mu=a + rng.normal(0, sd, len(sp)), sigma=sd,
+                                  outer=r, fold=np.where(sp.split == 'test', r, (r - 1) % 5)))
+    oof = pd.concat(rows, ignore_index=True)
+    res = hierarchical_ensemble(oof, settings=FAST)
+    assert res.mode == 'val'
+    t = res.predictions[res.predictions.split == 'test']
+    assert len(t) == n and t.subject_id.is_unique and (t.fold == t.outer).all()
+    for r in res.records:
+        assert {folds[s] for s in r['fit']} <= {(r['outer'] - 1) % 5} and not (r['fit'] & r['applied'])
+    held = oof[oof.split == 'test']
+    vb = ensemble_vs_best(pd.concat([held, t]), 'ens_{organ}_mri').iloc[0]
+    assert vb['diff'] < 0 and vb.high < 0

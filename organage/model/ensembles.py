@@ -53,7 +53,7 @@ def stack_predictions(preds:pd.DataFrame, # long predictions (model, subject_id,
                       sources:dict, # short name -> value of `source_col`, e.g. {'T': 'unimodal_t1', 'A': 'unimodal_cbv'}
                       covariates:tuple=('sex',), # subject-level covariates (categorical when not numeric)
                       models:dict|None=None, # stack model name -> terms; default cumulative: stack_T, stack_TA, stack_TAS
-                      source_col:str='model', # column naming the source of a prediction
+                      source_col:str|tuple='model', # column naming a prediction's source, or columns: ('model', 'modality') with tuple values in `sources`
                       fit_split:str|tuple='val', # rows the regressions are fitted on (seed 002: train + validation)
                       apply_split:str|tuple='test', # rows the fitted regressions predict
                       comparisons:list|None=None, # (smaller, larger) pairs for the ANOVA; default every nested pair
@@ -62,7 +62,7 @@ def stack_predictions(preds:pd.DataFrame, # long predictions (model, subject_id,
     "Seed 002: OLS of age on sources' predictions (and covariates) fitted on `fit_split`, applied to `apply_split`; nested models compared by F tests."
     import statsmodels.formula.api as smf
     from statsmodels.stats.anova import anova_lm
-    check_predictions(preds, columns=('subject_id', 'organ', 'age', 'mu', 'split', source_col))
+    check_predictions(preds, columns=('subject_id', 'organ', 'age', 'mu', 'split', *([source_col] if isinstance(source_col, str) else source_col)))
     bad = [s for s in list(sources) + list(covariates) if not str(s).isidentifier() or s == 'age']
     if bad: raise DataError(f"term name(s) {', '.join(map(repr, bad))}", where='stack_predictions',
                             expected="Python identifiers other than 'age' (they become formula terms)")
@@ -72,9 +72,11 @@ def stack_predictions(preds:pd.DataFrame, # long predictions (model, subject_id,
     for m, terms in models.items():
         unk = [t for t in terms if t not in sources and t not in covariates]
         if unk: raise DataError(f"stack model {m!r}: unknown term(s) {', '.join(unk)}", expected=available_names(list(sources) + list(covariates)))
-    have = set(preds[source_col].astype(str))
+    scols = [source_col] if isinstance(source_col, str) else list(source_col)
+    src_key = pd.Series(list(zip(*[preds[c] for c in scols])), index=preds.index).map(lambda v: v[0] if len(v) == 1 else v)
+    have = set(src_key)
     absent = [f'{k}={v}' for k, v in sources.items() if v not in have]
-    if absent: raise DataError(f"no rows for source(s) {', '.join(absent)}", where=f'predictions, column {source_col}', found=available_names(have))
+    if absent: raise DataError(f"no rows for source(s) {', '.join(map(str, absent))}", where=f"predictions, column(s) {', '.join(scols)}", found=available_names(have))
     if comparisons is None:
         names = list(models)
         comparisons = [(a, b) for i, a in enumerate(names) for b in names[i + 1:] if set(models[a]) < set(models[b])]
@@ -82,12 +84,13 @@ def stack_predictions(preds:pd.DataFrame, # long predictions (model, subject_id,
         if not set(models[a]) < set(models[b]):
             raise DataError(f"models {a!r} and {b!r} are not nested", expected=f"the terms of {a} inside those of {b}")
     inv = {v: k for k, v in sources.items()}
-    sub = preds[preds[source_col].isin(list(sources.values())) & (_split_mask(preds, fit_split) | _split_mask(preds, apply_split))].copy()
-    sub['_src'] = sub[source_col].map(inv)
-    key = ['organ', 'subject_id', 'split'] + (['fold'] if 'fold' in sub.columns else [])
+    keep = src_key.isin(list(sources.values())).to_numpy() & (_split_mask(preds, fit_split) | _split_mask(preds, apply_split))
+    sub = preds[keep].copy()
+    sub['_src'] = src_key[keep].map(inv)
+    key = ['organ', 'subject_id', 'split'] + [c for c in ('outer', 'fold') if c in sub.columns]
     dup = sub.duplicated(key + ['_src'])
     if dup.any(): raise DataError("a source predicts a subject twice", where=f"predictions, rows {', '.join(map(str, sub.index[dup][:5]))}",
-                                  expected=f"one row per {', '.join(key + [source_col])}")
+                                  expected=f"one row per {', '.join(key + scols)}")
     wide = sub.pivot(index=key, columns='_src', values='mu').reset_index()
     subj = sub.groupby(key)[['age', *covariates]].first().reset_index()
     wide = subj.merge(wide, on=key)
@@ -128,11 +131,11 @@ def stack_predictions(preds:pd.DataFrame, # long predictions (model, subject_id,
 def simulate_oof(n:int=600, # subjects
                  components:dict|None=None, # organ -> source -> model -> error sd in years (None: pure noise, unrelated to age)
                  n_folds:int=5, # outer folds
-                 validation:bool=True, # also the validation rows: model k predicts fold k (test) and fold k-1 (val)
+                 validation:bool=True, # also the validation rows: outer model r predicts fold r (test) and fold r-1 (val)
                  missing:float=0.0, # share of (subject, source) pairs whose source is missing
                  seed:int=0,
                 ) -> pd.DataFrame:
-    "Out-of-fold predictions with known components: unbiased models with independent errors, and pure-noise ones."
+    "Out-of-fold predictions in `cross_fit`'s format (`outer`: the outer model, `fold`: the subject's data fold) with known components: unbiased models with independent errors, and pure-noise ones."
     rng = np.random.default_rng(seed)
     components = components or {'brain': {'mri': {'cnn': 6.0, 'pcr': 7.0}, 'rna': {'enet': 8.0, 'noise': None}},
                                 'lung': {'xray': {'cnn': 6.0, 'pcr': 8.0}}}
@@ -145,10 +148,10 @@ def simulate_oof(n:int=600, # subjects
             keep = rng.random(n) >= missing
             for model, sd in models.items():
                 uses = [('test', fold)] + ([('val', (fold + 1) % n_folds)] if validation else [])
-                for split, f in uses:
+                for split, outer in uses:
                     mu = rng.uniform(20, 80, n) if sd is None else age + rng.normal(0, sd, n)
                     rows.append(pd.DataFrame(dict(model=f'{model}_{source}', subject_id=ids, organ=organ, modality=source, split=split,
-                                                  age=age, mu=mu, sigma=sd or 20.0, fold=f, sex=sex))[keep])
+                                                  age=age, mu=mu, sigma=sd or 20.0, outer=outer, fold=fold, sex=sex))[keep])
     return pd.concat(rows, ignore_index=True)
 
 # %% ../../nbs/model/09_ensembles.ipynb #ens0016
@@ -197,8 +200,8 @@ def _fit_apply(F:pd.DataFrame, A:pd.DataFrame, comps:list, s:EnsembleSettings, t
 
 # %% ../../nbs/model/09_ensembles.ipynb #ens0017
 def _node_table(comps:dict) -> pd.DataFrame:
-    "One row per (fold, split, subject): age and one column of predictions per component (NaN where missing)."
-    key = ['fold', 'split', 'subject_id']
+    "One row per (outer model, split, subject): age and one column of predictions per component (NaN where missing)."
+    key = ['outer', 'split', 'subject_id']
     long = pd.concat([d[key + ['age', 'mu']].assign(_c=c) for c, d in comps.items()], ignore_index=True)
     spread = long.groupby('subject_id')['age'].agg(lambda a: a.max() - a.min())
     if (spread > 1e-6).any():
@@ -214,29 +217,29 @@ def _fit_node(name:str, comps:dict, mode:str, s:EnsembleSettings, influence:dict
     "Fit one ensemble node fold by fold under seed 004's discipline: its rows, weights, counts, fit records and influence sets."
     from sklearn.model_selection import KFold
     W = _node_table(comps); cn = list(comps)
-    folds = sorted(W['fold'].unique())
+    folds = sorted(W['outer'].unique())
     out, weights, records, infl = [], [], [], {}
     for i, k in enumerate(folds):
         if mode == 'val':
-            src = k; F = W[(W.fold == k) & (W.split == 'val')]; A = W[(W.fold == k) & (W.split == 'test')]
-            fitted_on = f'validation rows of fold {k}'
+            src = k; F = W[(W.outer == k) & (W.split == 'val')]; A = W[(W.outer == k) & (W.split == 'test')]
+            fitted_on = f'validation rows of outer model {k}'
         else:
-            src = folds[i - 1]; F = W[W.fold == src]; A = W[W.fold == k]
-            fitted_on = f'fold {src}'
+            src = folds[i - 1]; F = W[W.outer == src]; A = W[W.outer == k]
+            fitted_on = f'test rows of outer model {src}'
         overlap = set(F.subject_id) & set(A.subject_id)
-        if overlap: raise DataError(f"ensemble {name}, fold {k}: subjects both in the fitting and the predicted rows",
+        if overlap: raise DataError(f"ensemble {name}, outer model {k}: subjects both in the fitting and the predicted rows",
                                     where=f"subjects {', '.join(map(str, sorted(overlap)[:5]))}",
-                                    expected='disjoint validation and test subjects in every fold')
-        parts = [(F, A, f'fold {k}, fitted on {fitted_on}')]
+                                    expected='disjoint validation and test subjects in every outer model')
+        parts = [(F, A, f'outer {k}, fitted on {fitted_on}')]
         if mode == 'val' and len(F):                      # the validation rows' own predictions: inner cross-fitting
             kf = KFold(min(s.inner_cv, len(F)), shuffle=True, random_state=s.seed)
-            parts += [(F.iloc[tr], F.iloc[te], f'fold {k}, validation rows, inner fold {j}') for j, (tr, te) in enumerate(kf.split(F))]
+            parts += [(F.iloc[tr], F.iloc[te], f'outer {k}, validation rows, inner fold {j}') for j, (tr, te) in enumerate(kf.split(F))]
         fold_records = []
         for j, (fit, rows, tag) in enumerate(parts):
             p, sg, used, wts, rec = _fit_apply(fit, rows, cn, s, tag)
-            fold_records += [dict(r, node=name, fold=k) for r in rec]
-            if j == 0: weights += [dict(w, node=name, fold=k, fitted_on=fitted_on) for w in wts]
-            out.append(rows[['fold', 'split', 'subject_id', 'age']].assign(
+            fold_records += [dict(r, node=name, outer=k) for r in rec]
+            if j == 0: weights += [dict(w, node=name, outer=k, fitted_on=fitted_on) for w in wts]
+            out.append(rows[['outer', 'split', 'subject_id', 'age']].assign(
                 mu=p.to_numpy(), sigma=sg.to_numpy(), components=used.to_numpy(),
                 n_components=np.where(used.to_numpy() == '', 0, used.str.count(r'\+').to_numpy() + 1)))
         records += fold_records
@@ -245,16 +248,16 @@ def _fit_node(name:str, comps:dict, mode:str, s:EnsembleSettings, influence:dict
         below = set().union(*[influence.get(c, {}).get(f, set()) for c in cn for f in {k, src}])
         infl[k] = direct | below
         hit = infl[k] & set(A.subject_id)
-        if hit: raise DataError(f"ensemble {name}, fold {k}: its weights would depend on subjects they predict",
+        if hit: raise DataError(f"ensemble {name}, outer model {k}: its weights would depend on subjects they predict",
                                 where=f"subjects {', '.join(map(str, sorted(hit)[:5]))}",
                                 expected=f'more folds than ensemble levels in fold-to-fold mode (found {len(folds)} folds)')
     o = pd.concat(out, ignore_index=True)
-    have = W[['fold', 'split', 'subject_id']].assign(_have=W[cn].notna().sum(axis=1).to_numpy())
-    o = o.merge(have, on=['fold', 'split', 'subject_id'])
+    have = W[['outer', 'split', 'subject_id']].assign(_have=W[cn].notna().sum(axis=1).to_numpy())
+    o = o.merge(have, on=['outer', 'split', 'subject_id'])
     counts = []
-    for (k, sp), g in o.groupby(['fold', 'split'], sort=True):
+    for (k, sp), g in o.groupby(['outer', 'split'], sort=True):
         pred = g['mu'].notna()
-        counts.append(dict(node=name, fold=k, split=sp, n_subjects=len(g), n_complete=int((g._have == len(cn)).sum()),
+        counts.append(dict(node=name, outer=k, split=sp, n_subjects=len(g), n_complete=int((g._have == len(cn)).sum()),
                            n_predicted=int(pred.sum()), n_predicted_complete=int((pred & (g.n_components == len(cn))).sum()),
                            n_predicted_partial=int((pred & (g.n_components < len(cn))).sum()), n_unpredicted=int((~pred).sum())))
     return dict(rows=o.drop(columns='_have'), weights=pd.DataFrame(weights), counts=pd.DataFrame(counts), records=records, influence=infl)
@@ -262,34 +265,38 @@ def _fit_node(name:str, comps:dict, mode:str, s:EnsembleSettings, influence:dict
 # %% ../../nbs/model/09_ensembles.ipynb #ens0018
 @dataclass
 class EnsembleResult:
-    "A hierarchical ensemble's prediction rows, weights per node and fold, counts and the record of who fitted what."
-    predictions: pd.DataFrame # project format (+ fold, level, components, n_components): one row per node, subject and split
-    weights: pd.DataFrame # node, level, fold, pattern, component, weight, intercept, alpha, l1_ratio, cv_rmse, n_fit, n_applied
-    counts: pd.DataFrame # node, level, fold, split: subjects, complete, predicted (complete / partial), unpredicted
+    "A hierarchical ensemble's prediction rows, weights per node and outer model, counts and the record of who fitted what."
+    predictions: pd.DataFrame # project format + outer, fold, level, components, n_components: one row per node, subject and split
+    weights: pd.DataFrame # node, level, outer, fitted_on, pattern, component, weight, intercept, alpha, l1_ratio, cv_rmse, n_fit, n_applied
+    counts: pd.DataFrame # node, level, outer, split: subjects, complete, predicted (complete / partial), unpredicted
     nodes: pd.DataFrame # node, level, organ, source, components, fitted (False: a single component passed up unchanged)
-    records: list # per fit: node, fold, tag, components, fit (subject ids), applied (subject ids)
-    mode: str # 'val' (seed 004: a fold's validation rows fit, its test rows are predicted) or 'next_fold'
+    records: list # per fit: node, outer, tag, components, fit (subject ids), applied (subject ids)
+    mode: str # 'val' (seed 004: an outer model's validation rows fit, its test rows are predicted) or 'next_fold'
 
 def _oof_mode(oof:pd.DataFrame, mode:str) -> str:
     if mode not in ('auto', 'val', 'next_fold'): raise DataError(f"mode {mode!r}", expected="'auto', 'val' or 'next_fold'")
     has_val = 'split' in oof.columns and (oof['split'] == 'val').any()
     if mode == 'auto': return 'val' if has_val else 'next_fold'
     if mode == 'val' and not has_val: raise DataError("no validation rows for mode='val'", where='out-of-fold predictions, column split',
-                                                      expected="rows with split == 'val' (each fold's validation predictions)")
+                                                      expected="rows with split == 'val' (each outer model's validation predictions)")
     return mode
 
-def hierarchical_ensemble(oof:pd.DataFrame, # out-of-fold predictions: model, subject_id, organ, age, mu, fold (+ split, source_col, sex...)
-                          source_col:str='modality', # the data source of a model's predictions (level 1 groups models by organ and source)
+def hierarchical_ensemble(oof:pd.DataFrame, # out-of-fold predictions (`organage.model.crossfit.cross_fit`): model, subject_id, organ, age, mu, outer or fold (+ split, sex...)
+                          source_col:str='modality', # the data source of a prediction (level 1 groups models by organ and source)
                           mode:str='auto', # 'val', 'next_fold' or 'auto' (val when there are validation rows)
                           overall:bool=True, # add the top level: organs -> 'ens_overall'
                           settings:EnsembleSettings|None=None, # the elastic nets' search and the minimum fitting subjects
                           extra:tuple=('sex', 'site'), # subject-level columns copied onto the ensemble rows when present
+                          outer_col:str='outer', # the outer model that produced a row (without it: `fold`, test rows only)
                          ) -> EnsembleResult:
-    "Seed 004's three-level hierarchy (models within a source -> sources within an organ -> organs), each node a cross-validated elastic net fitted fold by fold on out-of-fold predictions."
+    "Seed 004's three-level hierarchy (models within a source -> sources within an organ -> organs), each node a cross-validated elastic net fitted outer model by outer model on out-of-fold predictions."
     s = settings or EnsembleSettings()
-    need = ('model', 'subject_id', 'organ', 'age', 'mu', 'fold', source_col)
-    check_predictions(oof, columns=need)
     mode = _oof_mode(oof, mode)
+    inst = outer_col if outer_col in oof.columns else 'fold'
+    if mode == 'val' and inst != outer_col:
+        raise DataError(f"no {outer_col!r} column", where='out-of-fold predictions', expected=f"the outer model that produced each row ({outer_col}) "
+                        "with validation rows; or mode='next_fold' on the test rows", found=available_names(oof.columns))
+    check_predictions(oof, columns=('model', 'subject_id', 'organ', 'age', 'mu', inst, source_col))
     t = oof.copy()
     t['subject_id'] = t['subject_id'].astype(str)
     if 'split' not in t.columns: t['split'] = 'test'          # every row a held-out (out-of-fold) prediction
@@ -299,15 +306,17 @@ def hierarchical_ensemble(oof:pd.DataFrame, # out-of-fold predictions: model, su
     t = t[t['split'].isin(use)]
     if len(t) == 0: raise DataError("no out-of-fold rows", where='column split', expected=f"rows with split in {use}",
                                     found=available_names(oof['split'].astype(str).unique()))
-    if mode == 'next_fold' and t['fold'].nunique() < 2:
-        raise NotEnoughDataError(f"fold-to-fold ensembling needs at least 2 folds, found {t['fold'].nunique()}")
-    key = ['model', 'organ', 'fold', 'split', 'subject_id']
+    t['outer'] = t[inst]
+    if t['outer'].nunique() < 2: raise NotEnoughDataError(f"ensembling out-of-fold predictions needs at least 2 outer models, found {t['outer'].nunique()}")
+    key = ['model', source_col, 'organ', 'outer', 'split', 'subject_id']
     dup = t.duplicated(key)
-    if dup.any(): raise DataError("a model predicts a subject twice in one fold and split", where=f"rows {', '.join(map(str, t.index[dup][:5]))}",
+    if dup.any(): raise DataError("a model predicts a subject twice in one outer model and split", where=f"rows {', '.join(map(str, t.index[dup][:5]))}",
                                   expected=f"one row per {', '.join(key)}")
-    multi = t.groupby(['model', 'organ'])[source_col].nunique()
-    if (multi > 1).any(): raise DataError(f"a model has several values of {source_col!r}", where=', '.join('/'.join(i) for i in multi.index[multi > 1][:5]),
-                                          expected=f'one {source_col} per model and organ')
+    test_rows = t[t['split'] == 'test']
+    twice = test_rows.duplicated(['model', source_col, 'organ', 'subject_id'])
+    if twice.any(): raise DataError("a subject is held out by two outer models", where=f"rows {', '.join(map(str, test_rows.index[twice][:5]))}",
+                                    expected='each subject in exactly one test fold')
+    data_fold = test_rows.drop_duplicates('subject_id').set_index('subject_id')['outer']   # a subject's data fold: the outer model testing it
     frames, influence, results, nodes = {}, {}, [], []
     def node(name, level, organ, source, comps):
         if len(comps) == 1:                           # nothing to combine: the component goes up unchanged
@@ -333,15 +342,16 @@ def hierarchical_ensemble(oof:pd.DataFrame, # out-of-fold predictions: model, su
     pred, wts, cnt = [], [], []
     for name, level, organ, r in results:
         p = r['rows'].assign(model=name, organ=organ, modality=ENSEMBLE_MODALITY, level=level)
+        p['fold'] = p['subject_id'].map(data_fold).to_numpy()
         pred.append(p.merge(subj, left_on='subject_id', right_index=True, how='left'))
         wts.append(r['weights'].assign(level=level)); cnt.append(r['counts'].assign(level=level))
-    cols = ['model', 'subject_id', 'organ', 'modality', 'split', 'age', 'mu', 'sigma', 'fold', 'level', 'components', 'n_components']
+    cols = ['model', 'subject_id', 'organ', 'modality', 'split', 'age', 'mu', 'sigma', 'outer', 'fold', 'level', 'components', 'n_components']
     P = pd.concat(pred, ignore_index=True) if pred else pd.DataFrame(columns=cols)
     P = P[cols + [c for c in P.columns if c not in cols]]
     unpred = P['mu'].isna()
     if unpred.any(): _log.warning("hierarchical_ensemble: %d (node, subject) rows without enough fitting subjects for their components are left out (see counts)", int(unpred.sum()))
     W = pd.concat(wts, ignore_index=True) if wts else pd.DataFrame()
-    if len(W): W = W[['node', 'level', 'fold', 'fitted_on', 'pattern', 'complete', 'component', 'weight', 'intercept', 'alpha', 'l1_ratio', 'cv_rmse', 'n_fit', 'n_applied']]
+    if len(W): W = W[['node', 'level', 'outer', 'fitted_on', 'pattern', 'complete', 'component', 'weight', 'intercept', 'alpha', 'l1_ratio', 'cv_rmse', 'n_fit', 'n_applied']]
     C = pd.concat(cnt, ignore_index=True) if cnt else pd.DataFrame()
     recs = [r for _, _, _, res in results for r in res['records']]
     return EnsembleResult(P[~unpred].reset_index(drop=True), W, C, pd.DataFrame(nodes), recs, mode)
