@@ -111,6 +111,10 @@ def stack_predictions(preds:pd.DataFrame, # long predictions (model, subject_id,
             ci = f.conf_int(alpha)
             coefs.append(pd.DataFrame(dict(organ=organ, model=m, term=f.params.index, coef=f.params.values, se=f.bse.values,
                                            t=f.tvalues.values, p=f.pvalues.values, ci_low=ci[0].values, ci_high=ci[1].values, n_fit=int(f.nobs))))
+            try: f.predict(app.head(len(app)))
+            except Exception as e:
+                raise DataError(f"stacking {organ}: model {m} cannot predict the applied rows ({type(e).__name__}: {e})",
+                                where=f'{apply_split} rows', expected='covariate values seen in the fitting rows') from None
             for split_name, d in (('fit', fit), ('apply', app)):
                 if len(d): mets.append(dict(organ=organ, model=m, rows=split_name, **error_metrics(f.predict(d).to_numpy(), d['age'], ('n', 'mae', 'rmse', 'r2'))))
             if len(app):
@@ -158,13 +162,14 @@ def simulate_oof(n:int=600, # subjects
 @dataclass
 class EnsembleSettings:
     "The cross-validated elastic net of every ensemble node."
-    l1_ratio: tuple = (0.1, 0.5, 0.9, 1.0) # mixing values searched (1 = lasso)
-    n_alphas: int = 30 # penalty values searched per mixing value
+    l1_ratio: tuple = (0.1, 0.5, 1.0) # mixing values searched (1 = lasso)
+    n_alphas: int = 20 # penalty values searched per mixing value
     inner_cv: int = 5 # folds of the elastic net's own cross-validation (seed 004: 10)
     positive: bool = True # non-negative weights (seed 004 does not say; see the text)
     min_fit: int = 20 # fewer fitting subjects for a pattern of components: its subjects stay unpredicted (counted)
     seed: int = 0 # seed of the inner folds
     max_iter: int = 20_000
+    retune_inner: bool = False # validation rows' cross-fitting: retune the penalty in every inner fold (True, ~6x slower) or keep the node's
 
 def _encv(X, y, s:EnsembleSettings):
     from sklearn.linear_model import ElasticNetCV
@@ -176,8 +181,15 @@ def _encv(X, y, s:EnsembleSettings):
     m.cv_rmse_ = float(np.sqrt(np.min(np.mean(m.mse_path_, axis=-1))))   # cross-validated RMSE at the chosen penalty
     return m
 
-def _fit_apply(F:pd.DataFrame, A:pd.DataFrame, comps:list, s:EnsembleSettings, tag) -> tuple:
-    "Fit on `F`, predict `A`, one elastic net per pattern of available components in `A`: (predictions, weight rows, fit records)."
+def _enet(X, y, alpha, l1_ratio, s:EnsembleSettings):
+    "An elastic net with a given penalty (the inner cross-fitting of validation rows), `cv_rmse_` left to the caller."
+    from sklearn.linear_model import ElasticNet
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', category=ConvergenceWarning)
+        return ElasticNet(alpha=alpha, l1_ratio=l1_ratio, positive=s.positive, max_iter=s.max_iter).fit(X, y)
+
+def _fit_apply(F:pd.DataFrame, A:pd.DataFrame, comps:list, s:EnsembleSettings, tag, tuned:dict|None=None) -> tuple:
+    "Fit on `F`, predict `A`, one elastic net per pattern of available components in `A` (penalty from `tuned` when it has the pattern): predictions, sigmas, components used, weight rows, fit records."
     pred = pd.Series(np.nan, index=A.index); sig = pd.Series(np.nan, index=A.index)
     used = pd.Series('', index=A.index, dtype=object)
     avail = A[comps].notna().to_numpy()
@@ -188,10 +200,15 @@ def _fit_apply(F:pd.DataFrame, A:pd.DataFrame, comps:list, s:EnsembleSettings, t
         if not cols: continue                                  # a subject with no component: unpredicted
         Fp = F[F[cols].notna().all(axis=1)]
         if len(Fp) < s.min_fit: continue                       # too few fitting subjects for this pattern: unpredicted (counted)
-        m = _encv(Fp[cols].to_numpy(float), Fp['age'].to_numpy(float), s)
+        X, y = Fp[cols].to_numpy(float), Fp['age'].to_numpy(float)
+        if tuned is not None and tuple(cols) in tuned and not s.retune_inner:
+            a, l1, rmse = tuned[tuple(cols)]
+            m = _enet(X, y, a, l1, s); m.alpha_, m.l1_ratio_, m.cv_rmse_ = a, l1, rmse
+        else: m = _encv(X, y, s)
         idx = A.index[rows]
         pred[idx] = m.predict(A.loc[idx, cols].to_numpy(float)); sig[idx] = m.cv_rmse_; used[idx] = '+'.join(cols)
-        records.append(dict(tag=tag, components=tuple(cols), fit=frozenset(Fp['subject_id']), applied=frozenset(A.loc[idx, 'subject_id'])))
+        records.append(dict(tag=tag, components=tuple(cols), fit=frozenset(Fp['subject_id']), applied=frozenset(A.loc[idx, 'subject_id']),
+                            alpha=float(m.alpha_), l1_ratio=float(m.l1_ratio_), cv_rmse=m.cv_rmse_))
         for c in comps:
             weights.append(dict(pattern='+'.join(cols), complete=len(cols) == len(comps), component=c,
                                 weight=float(m.coef_[cols.index(c)]) if c in cols else np.nan, intercept=float(m.intercept_),
@@ -235,8 +252,10 @@ def _fit_node(name:str, comps:dict, mode:str, s:EnsembleSettings, influence:dict
             kf = KFold(min(s.inner_cv, len(F)), shuffle=True, random_state=s.seed)
             parts += [(F.iloc[tr], F.iloc[te], f'outer {k}, validation rows, inner fold {j}') for j, (tr, te) in enumerate(kf.split(F))]
         fold_records = []
+        tuned = None
         for j, (fit, rows, tag) in enumerate(parts):
-            p, sg, used, wts, rec = _fit_apply(fit, rows, cn, s, tag)
+            p, sg, used, wts, rec = _fit_apply(fit, rows, cn, s, tag, tuned)
+            if j == 0: tuned = {r['components']: (r['alpha'], r['l1_ratio'], r['cv_rmse']) for r in rec}
             fold_records += [dict(r, node=name, outer=k) for r in rec]
             if j == 0: weights += [dict(w, node=name, outer=k, fitted_on=fitted_on) for w in wts]
             out.append(rows[['outer', 'split', 'subject_id', 'age']].assign(
@@ -272,6 +291,11 @@ class EnsembleResult:
     nodes: pd.DataFrame # node, level, organ, source, components, fitted (False: a single component passed up unchanged)
     records: list # per fit: node, outer, tag, components, fit (subject ids), applied (subject ids)
     mode: str # 'val' (seed 004: an outer model's validation rows fit, its test rows are predicted) or 'next_fold'
+
+    def organ_models(self) -> dict:
+        "Organ -> the model answering it: `ens_<organ>`, or the single component passed up in its place."
+        o = self.nodes[self.nodes.level == 'organ']
+        return dict(zip(o.organ, o.passed_up))
 
 def _oof_mode(oof:pd.DataFrame, mode:str) -> str:
     if mode not in ('auto', 'val', 'next_fold'): raise DataError(f"mode {mode!r}", expected="'auto', 'val' or 'next_fold'")
