@@ -6,7 +6,8 @@
 __all__ = ['plot_pred_vs_age', 'plot_gap_vs_age', 'plot_gap_hist', 'plot_calibrated_by_age_bin', 'plot_organ_overlays',
            'plot_subject_panel', 'plot_cohort_ages', 'subject_zscores', 'most_observed_subject', 'subject_rows',
            'write_subject_report', 'plot_rank_overlay', 'plot_cumulative_attribution', 'plot_group_maps',
-           'plot_gap_maps', 'plot_alignment_umap', 'PaperOutputs']
+           'plot_gap_maps', 'plot_alignment_umap', 'PaperOutputs', 'plot_gap_correlation', 'plot_volcano',
+           'plot_manhattan']
 
 # %% ../nbs/api/03_pl.ipynb #6f32d362
 from .report.plots import (plot_pred_vs_age, plot_gap_vs_age, plot_gap_hist, plot_calibrated_by_age_bin,
@@ -17,5 +18,6 @@ from .explain.gradcam import plot_group_maps, plot_gap_maps
 from .explain.embedding import plot_alignment_umap
 from .reproduce import PaperOutputs
 
-_all_ = ['plot_pred_vs_age', 'plot_gap_vs_age', 'plot_gap_hist', 'plot_calibrated_by_age_bin', 'plot_organ_overlays', 'plot_subject_panel', 'plot_cohort_ages', 'subject_zscores', 'most_observed_subject', 'subject_rows', 'write_subject_report', 'plot_rank_overlay', 'plot_cumulative_attribution', 'plot_group_maps', 'plot_gap_maps', 'plot_alignment_umap', 'PaperOutputs']
+from .report.plots import plot_gap_correlation, plot_volcano, plot_manhattan
+_all_ = ['plot_pred_vs_age', 'plot_gap_vs_age', 'plot_gap_hist', 'plot_calibrated_by_age_bin', 'plot_organ_overlays', 'plot_subject_panel', 'plot_cohort_ages', 'subject_zscores', 'most_observed_subject', 'subject_rows', 'write_subject_report', 'plot_rank_overlay', 'plot_cumulative_attribution', 'plot_group_maps', 'plot_gap_maps', 'plot_alignment_umap', 'PaperOutputs', 'plot_gap_correlation', 'plot_volcano', 'plot_manhattan']
 

@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['read_cohort', 'check_data', 'read_subject_links', 'read_gtex', 'read_gct', 'read_chexpert', 'load_radiograph',
            'read_ixi', 'load_volume', 'simulate_cohort', 'read_truth', 'read_truth_genes', 'read_predictions',
-           'check_predictions', 'load_model', 'open_run']
+           'check_predictions', 'load_model', 'open_run', 'read_biomarkers', 'read_units', 'read_phenotypes',
+           'read_known_effects']
 
 # %% ../nbs/api/00_read.ipynb #72fd7a6f
 from .data.cohort import read_cohort, check_data, read_subject_links
@@ -19,5 +20,7 @@ from .evaluate.predictions import read_predictions, check_predictions
 from .model.weights import load_model
 from .model.predict import open_run
 
-_all_ = ['read_cohort', 'check_data', 'read_subject_links', 'read_gtex', 'read_gct', 'read_chexpert', 'load_radiograph', 'read_ixi', 'load_volume', 'simulate_cohort', 'read_truth', 'read_truth_genes', 'read_predictions', 'check_predictions', 'load_model', 'open_run']
+from .data.biomarkers import read_biomarkers, read_units, read_phenotypes
+from .evaluate.associations import read_known_effects
+_all_ = ['read_cohort', 'check_data', 'read_subject_links', 'read_gtex', 'read_gct', 'read_chexpert', 'load_radiograph', 'read_ixi', 'load_volume', 'simulate_cohort', 'read_truth', 'read_truth_genes', 'read_predictions', 'check_predictions', 'load_model', 'open_run', 'read_biomarkers', 'read_units', 'read_phenotypes', 'read_known_effects']
 

@@ -65,7 +65,7 @@ def notebook_parameters(cfg:RunConfig, data_dir:Path, run_dir:Path,
     cwd = Path(cwd) if cwd is not None else Path(run_dir)/'notebooks'
     root = root if root is not None else _checkout()
     return dict(profile=cfg.profile, data_dir=_param_path(data_dir, cwd, root), run_dir=_param_path(run_dir, cwd, root),
-                seed=cfg.seed, device=cfg.device, n_bootstrap=cfg.n_bootstrap, config=cfg.model_dump())
+                seed=cfg.seed, device=cfg.device, n_bootstrap=cfg.n_bootstrap, config=cfg.model_dump(mode='json'))   # tuples as lists: papermill writes other objects as their repr
 
 # %% ../nbs/02_reproduce.ipynb #0011
 @contextlib.contextmanager

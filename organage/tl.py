@@ -15,7 +15,12 @@ __all__ = ['ModelConfig', 'OrganAgeModel', 'train_curriculum', 'model_config_for
            'explain_genes', 'explain_latents', 'top_features', 'attribution_summary', 'shared_features',
            'cumulative_attribution', 'precision_at_k', 'integrated_gradients', 'model_gradcam', 'model_group_gradcam',
            'subject_gradcam', 'image_age_forward', 'image_predictions', 'group_maps', 'age_groups', 'gap_groups',
-           'observation_latents', 'alignment_metrics', 'compare_alignment', 'alignment_spaces', 'umap_embedding']
+           'observation_latents', 'alignment_metrics', 'compare_alignment', 'alignment_spaces', 'umap_embedding',
+           'outer_folds', 'outer_split', 'cross_fit', 'held_out', 'fold_table1', 'subset_modalities', 'TabularConfig',
+           'nested_cv', 'fit_predict_tabular', 'stack_predictions', 'hierarchical_ensemble', 'corrected_ages',
+           'EnsembleSettings', 'metrics_with_sd', 'add_age_group', 'ensemble_vs_best', 'gap_correlation',
+           'true_acceleration_correlation', 'compare_correlations', 'association_scan', 'scan_recall',
+           'annotate_known_effects']
 
 # %% ../nbs/api/02_tl.ipynb #bec41c42
 from .model.fusion import ModelConfig, OrganAgeModel
@@ -41,5 +46,11 @@ from .explain.gradcam import (model_gradcam, model_group_gradcam, subject_gradca
 from .explain.embedding import (observation_latents, alignment_metrics, compare_alignment, alignment_spaces,
                                         umap_embedding)
 
-_all_ = ['ModelConfig', 'OrganAgeModel', 'train_curriculum', 'model_config_for', 'predict_dataset', 'export_model', 'load_portable', 'predict', 'PortableModel', 'BaselineConfig', 'fit_baselines', 'fit_predict_baselines', 'baseline_inputs', 'subject_folds', 'fit_enet', 'fit_pcr', 'OrganBaseline', 'StackedFusion', 'evaluate_run', 'results_tables', 'fusion_check', 'error_metrics', 'sigma_metrics', 'fused_rows', 'main_predictions', 'calibrate', 'fit_bias_correction', 'bias_report', 'fit_intervals', 'coverage_table', 'organ_gap', 'organ_zscores', 'wilcoxon_by_organ', 'bootstrap_ci', 'bootstrap_by_organ', 'pairwise_mae', 'metrics_table', 'age_bin_table', 'site_table', 'nested_models_table', 'organ_table', 'repeated_splits', 'repeat_table1', 'summarise_repeats', 'mean_sd_table', 'paired_differences', 'across_repeats', 'COMPARISONS', 'join_truth', 'gap_recovery', 'bio_age_coverage', 'compare_recovery', 'paired_recovery_difference', 'train_variant', 'explain_genes', 'explain_latents', 'top_features', 'attribution_summary', 'shared_features', 'cumulative_attribution', 'precision_at_k', 'integrated_gradients', 'model_gradcam', 'model_group_gradcam', 'subject_gradcam', 'image_age_forward', 'image_predictions', 'group_maps', 'age_groups', 'gap_groups', 'observation_latents', 'alignment_metrics', 'compare_alignment', 'alignment_spaces', 'umap_embedding']
+from .model.crossfit import outer_folds, outer_split, cross_fit, held_out, fold_table1, subset_modalities
+from .model.tabular import TabularConfig, nested_cv, fit_predict_tabular
+from .model.ensembles import stack_predictions, hierarchical_ensemble, corrected_ages, EnsembleSettings
+from .evaluate.metrics import metrics_with_sd, add_age_group, ensemble_vs_best
+from .evaluate.associations import (gap_correlation, true_acceleration_correlation, compare_correlations,
+                                            association_scan, scan_recall, annotate_known_effects)
+_all_ = ['ModelConfig', 'OrganAgeModel', 'train_curriculum', 'model_config_for', 'predict_dataset', 'export_model', 'load_portable', 'predict', 'PortableModel', 'BaselineConfig', 'fit_baselines', 'fit_predict_baselines', 'baseline_inputs', 'subject_folds', 'fit_enet', 'fit_pcr', 'OrganBaseline', 'StackedFusion', 'evaluate_run', 'results_tables', 'fusion_check', 'error_metrics', 'sigma_metrics', 'fused_rows', 'main_predictions', 'calibrate', 'fit_bias_correction', 'bias_report', 'fit_intervals', 'coverage_table', 'organ_gap', 'organ_zscores', 'wilcoxon_by_organ', 'bootstrap_ci', 'bootstrap_by_organ', 'pairwise_mae', 'metrics_table', 'age_bin_table', 'site_table', 'nested_models_table', 'organ_table', 'repeated_splits', 'repeat_table1', 'summarise_repeats', 'mean_sd_table', 'paired_differences', 'across_repeats', 'COMPARISONS', 'join_truth', 'gap_recovery', 'bio_age_coverage', 'compare_recovery', 'paired_recovery_difference', 'train_variant', 'explain_genes', 'explain_latents', 'top_features', 'attribution_summary', 'shared_features', 'cumulative_attribution', 'precision_at_k', 'integrated_gradients', 'model_gradcam', 'model_group_gradcam', 'subject_gradcam', 'image_age_forward', 'image_predictions', 'group_maps', 'age_groups', 'gap_groups', 'observation_latents', 'alignment_metrics', 'compare_alignment', 'alignment_spaces', 'umap_embedding', 'outer_folds', 'outer_split', 'cross_fit', 'held_out', 'fold_table1', 'subset_modalities', 'TabularConfig', 'nested_cv', 'fit_predict_tabular', 'stack_predictions', 'hierarchical_ensemble', 'corrected_ages', 'EnsembleSettings', 'metrics_with_sd', 'add_age_group', 'ensemble_vs_best', 'gap_correlation', 'true_acceleration_correlation', 'compare_correlations', 'association_scan', 'scan_recall', 'annotate_known_effects']
 

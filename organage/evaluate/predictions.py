@@ -106,10 +106,13 @@ BASELINE_MODELS = ('enet_rna', 'pcr_xray', 'pcr_mri', 'stacked')   # the field's
 def fused_rows(table:pd.DataFrame, # predictions with a `modality` column (and `model` when `model` is given)
                model:str|None=None, # a model's name: `unimodal_<modality>`, `enet_rna`, `pcr_<modality>`, `naive`, `aligned`, `stacked`; None: every model
               ) -> pd.DataFrame:
-    "A model's main answer: its `fusion` rows for a fusion model, its one modality's rows for a unimodal model."
+    "A model's main answer: its `fusion` rows for a fusion model, its one modality's rows for a unimodal model (an ensemble's `ensemble` rows, a biomarker model's `biomarkers` rows)."
     if model is None: return table[table['modality'] == 'fusion']
-    own = model.split('_', 1)[1] if model.startswith(UNIMODAL_PREFIXES) else 'fusion'
-    return table[(table['model'] == model) & (table['modality'] == own)]
+    rows = table[table['model'] == model]
+    own, mods = 'fusion', set(rows['modality'])
+    if model.startswith(UNIMODAL_PREFIXES) and model.split('_', 1)[1] in mods: own = model.split('_', 1)[1]
+    elif 'fusion' not in mods and len(mods) == 1: own = mods.pop()   # a model answering from one kind of row only
+    return rows[rows['modality'] == own]
 
 def main_predictions(allp:pd.DataFrame, # every model's rows (`predictions_by_model.csv`)
                     ) -> pd.DataFrame:

@@ -168,7 +168,8 @@ def run_stage(name:str, # stage folder name, e.g. 'unimodal_rna'
 STAGES = ('unimodal', 'naive', 'aligned', 'baselines')
 
 def _run_record(cfg, tcfg, mcfg, data_dir) -> dict:
-    keep = {k: v for k, v in cfg.model_dump().items() if k not in ('device', 'num_workers', 'out_dir', 'data_dir', 'deterministic', 'repeats')}
+    keep = {k: v for k, v in cfg.model_dump().items()   # what does not change this run's models stays out of its identity
+            if k not in ('device', 'num_workers', 'out_dir', 'data_dir', 'deterministic', 'repeats', 'oof_folds', 'oof_stages', 'oof_modalities')}
     t = {k: v for k, v in tcfg.model_dump().items() if k not in ('devices', 'num_nodes', 'strategy', 'progress', 'cache_gb')}
     return {'run_config': keep, 'train_config': t, 'model_config': mcfg.model_dump(), 'data_dir': '<in memory>' if isinstance(data_dir, dict) else str(Path(data_dir).resolve())}
 
