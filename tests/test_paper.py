@@ -137,3 +137,24 @@ def test_docs_pages_render_with_figures(served, site, tmp_path):
     bad = [(p, c) for p, c in seen if c >= 400]
     assert not bad, f'requests that failed: {bad}'
     assert all((tmp_path/(Path(p).stem + '.png')).stat().st_size > 10_000 for p in pages)
+
+
+def test_ensemble_and_scan_tables_cover_every_organ_and_phenotype(paper, cohort):
+    "Section 07 (cross-fit, biomarkers, ensembles, scan) on the tiny cohort: every organ and phenotype accounted for."
+    t = lambda n: pd.read_csv(paper/'tables'/f'{n}.csv')
+    organs = set(pd.read_csv(cohort/'truth.csv').organ)
+    assert set(t('biomarkers_nested_cv_cost').organ) == organs
+    w = t('ensemble_weights')
+    assert (w.weight >= 0).all()                                     # non-negative stacking weights
+    vs = t('ensemble_vs_best')
+    assert set(vs.organ) <= organs and len(vs) and (vs.MAE_best > 0).all()
+    assert ((vs['diff'] - (vs.MAE_ensemble - vs.MAE_best)).abs() < 1e-9).all()
+    phen = pd.read_csv(cohort/'phenotypes'/'phenotypes.csv')
+    scan = t('association_scan')
+    assert len(scan) == (phen.shape[1] - 1) * scan.organ.nunique()   # every phenotype x organ tested or given a status
+    known = pd.read_csv(cohort/'phenotypes'/'phenotype_effects.csv')
+    rec = t('association_scan_recall').iloc[0]
+    tested = scan[scan.status == 'ok'].merge(known, on=['phenotype', 'organ'])
+    assert rec.n_true == int((tested.effect != 0).sum()) and rec.n_tests == int((scan.status == 'ok').sum())
+    cf = t('crossfit_table1_over_folds')
+    assert (cf.n_folds == 5).all() and {'unimodal_rna', 'enet_rna'} <= set(cf.model)
