@@ -145,7 +145,9 @@ def test_ensemble_and_scan_tables_cover_every_organ_and_phenotype(paper, cohort)
     organs = set(pd.read_csv(cohort/'truth.csv').organ)
     assert set(t('biomarkers_nested_cv_cost').organ) == organs
     w = t('ensemble_weights')
-    assert (w.weight >= 0).all()                                     # non-negative stacking weights
+    inpat = [c in p.split('+') for c, p in zip(w.component, w.pattern)]
+    assert (w.weight[inpat] >= 0).all() and w.weight[inpat].notna().all()   # non-negative weights for a pattern's components ...
+    assert w.weight[[not x for x in inpat]].isna().all()                   # ... and none for a component the subjects lack
     vs = t('ensemble_vs_best')
     assert set(vs.organ) <= organs and len(vs) and (vs.MAE_best > 0).all()
     assert ((vs['diff'] - (vs.MAE_ensemble - vs.MAE_best)).abs() < 1e-9).all()
@@ -154,7 +156,7 @@ def test_ensemble_and_scan_tables_cover_every_organ_and_phenotype(paper, cohort)
     assert len(scan) == (phen.shape[1] - 1) * scan.organ.nunique()   # every phenotype x organ tested or given a status
     known = pd.read_csv(cohort/'phenotypes'/'phenotype_effects.csv')
     rec = t('association_scan_recall').iloc[0]
-    tested = scan[scan.status == 'ok'].merge(known, on=['phenotype', 'organ'])
+    tested = scan.loc[scan.status == 'ok', ['phenotype', 'organ']].merge(known, on=['phenotype', 'organ'])
     assert rec.n_true == int((tested.effect != 0).sum()) and rec.n_tests == int((scan.status == 'ok').sum())
     cf = t('crossfit_table1_over_folds')
     assert (cf.n_folds == 5).all() and {'unimodal_rna', 'enet_rna'} <= set(cf.model)
