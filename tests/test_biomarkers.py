@@ -29,6 +29,15 @@ def cohort(tmp_path_factory):
 
 
 # ---- loader error paths -------------------------------------------------------------------------------------------
+def test_line_numbers_count_blank_lines_and_impossible_ages_are_named(tmp_path):
+    t = _w(tmp_path, 'b.csv', 'subject_id,age,sex,alt,sbp\nS1,50,male,20,120\n\nS2,60,female,x,130\nS3,510,male,30,125\n')
+    a = read_biomarkers(t, units=_w(tmp_path, 'u.csv', UNITS))
+    msg = ' '.join(a.uns['problems'])
+    assert "line 4 (S2) alt: 'x'" in msg                                  # the file's own line, the blank line counted
+    assert 'ages outside 0-120 years' in msg and 'S3: 510' in msg
+    assert 'S3' not in set(a.obs.subject_id) and a.uns['dropped'].get('missing_subject_id') == 1   # no age: dropped, counted
+
+
 def test_non_numeric_value_set_missing_and_named(tmp_path):
     t = _w(tmp_path, 'b.csv', 'subject_id,age,sex,alt,sbp\nS1,50,male,20,120\nS2,60,female,haemolysed,130\n')
     a = read_biomarkers(t, units=_w(tmp_path, 'u.csv', UNITS))
@@ -155,8 +164,11 @@ def test_nested_cv_folds_and_signal(cohort):
     err = tab.assign(e=(tab.mu - tab.age).abs()).groupby(['organ', 'model']).e.mean()
     base = tab.groupby('organ').age.apply(lambda s: np.mean(np.abs(s - s.mean())))
     assert (err['lung'] < 0.9*base['lung']).all() and (err['none'] > 0.95*base['none']).all()
-    for m, info in st['organs']['lung']['models'].items():
-        assert np.isclose(tab[(tab.organ == 'lung') & (tab.model == m)].sigma.iloc[0], info['rmse'])
+    for m, info in st['organs']['lung']['models'].items():   # sigma of outer model r: its inner CV RMSE, not the subjects' own errors
+        lung = tab[(tab.organ == 'lung') & (tab.model == m)]
+        for c in info['outer']:
+            assert np.allclose(lung[lung.outer == c['fold']].sigma, c['inner_rmse'])
+        assert lung.groupby('outer').sigma.nunique().eq(1).all() and lung.sigma.nunique() > 1
 
 
 def test_outer_test_rows_do_not_reach_the_choice(cohort):

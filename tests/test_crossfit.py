@@ -64,8 +64,19 @@ def test_a_finished_cross_fit_is_reused_and_other_folds_refused(fitted, cohort, 
     assert sum('not retrained' in r.message for r in caplog.records) == K
     assert stamp == {p: p.stat().st_mtime_ns for p in out.rglob('*.safetensors')}
     pd.testing.assert_frame_equal(again.reset_index(drop=True), oof.reset_index(drop=True))
-    with pytest.raises(ConfigError, match='are 3, not 4'):
+    with pytest.raises(ConfigError, match='k 3 -> 4'):
         cross_fit(cfg, cohort, out, k=4, model=TINY, train={'progress': False})
+    with pytest.raises(ConfigError, match='stages'):            # more stages: the finished folds lack them
+        cross_fit(cfg, cohort, out, k=K, stages=['unimodal', 'naive', 'baselines'], model=TINY, train={'progress': False})
+    with pytest.raises(ConfigError, match='modalities'):        # RNA alone into a folder of every modality
+        cross_fit(cfg, cohort, out, k=K, modalities=('rna',), model=TINY, train={'progress': False})
+
+
+def test_another_cohort_is_refused(fitted, tmp_path):
+    cfg, out, oof = fitted
+    other = simulate_cohort(tmp_path/'other', subjects=150, seed=6, n_genes=300, image_size=32, volume_size=16)
+    with pytest.raises(ConfigError, match='cohort_fingerprint'):
+        cross_fit(cfg, other, out, k=K, model=TINY, train={'progress': False})
 
 
 def test_an_rna_only_cross_fit_trains_rna_alone_on_the_ages_of_a_full_run(fitted, cohort, tmp_path):

@@ -30,7 +30,8 @@ def _read_text_table(path:Path) -> pd.DataFrame:
                             expected="pip install pyarrow, or the table as CSV", found=str(e).split('\n')[0]) from None
         return df.astype(object).where(df.notna(), '').astype(str).apply(lambda c: c.str.strip())
     sep = '\t' if path.suffix.lower() in ('.tsv', '.txt') else ','
-    df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
+    df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True,
+                     skip_blank_lines=False)   # blank lines kept as empty rows: line numbers in messages stay the file's
     return df.apply(lambda c: c.str.strip())
 
 def _missing(s:pd.Series) -> pd.Series: return s.str.lower().isin(MISSING_TOKENS)
@@ -156,6 +157,10 @@ def read_biomarkers(path:str|Path, # the table: one row per subject (CSV, TSV or
             drops.note(f"{path}: column age: {int(nb.sum())} ages not readable, treated as missing (expected years; found "
                        f"{examples([f'{s}: {a[s]!r}' for s in a.index[nb]])})")
         age = num.astype(float)
+        if (imp := (age < 0) | (age > 120)).any():
+            drops.note(f"{path}: column age: {int(imp.sum())} ages outside 0-120 years, treated as missing (found "
+                       f"{examples([f'{s}: {age[s]:g}' for s in age.index[imp]])})")
+            age = age.where(~imp)
     if 'sex' in df.columns: sex = df.set_index('subject_id')['sex'].str.lower().map(_SEX).fillna('').astype(object)
     if subjects is not None:
         st = _subjects_table(subjects).reindex(obs.index)

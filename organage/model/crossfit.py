@@ -4,11 +4,11 @@
 
 # %% ../../nbs/model/10_crossfit.ipynb #cf0003
 from __future__ import annotations
-import logging
+import json, logging
 from pathlib import Path
 from typing import Sequence
 import numpy as np, pandas as pd
-from ..core import RunConfig, ConfigError, DataError, write_csv
+from ..core import RunConfig, ConfigError, DataError, write_csv, write_json
 
 log = logging.getLogger('organage')
 
@@ -48,6 +48,19 @@ def _read_folds(path:Path, k:int) -> pd.Series:
     if got != k: raise ConfigError(f"{path}: these outer folds are {got}, not {k}; use a new folder for another number of folds")
     return f.set_index('subject_id').fold
 
+def _cohort_subjects(adatas:dict) -> pd.Series:
+    "subject_id -> median age over every observation of the cohort (what the folds are drawn on)."
+    obs = pd.concat([a.obs[['subject_id', 'age']] for a in adatas.values() if a.n_obs])
+    return obs.assign(subject_id=obs.subject_id.astype(str)).groupby('subject_id').age.median()
+
+def _crossfit_record(k:int, seed:int, stages, modalities, data_dir, subjects:pd.Series) -> dict:
+    "What makes a cross-fit folder what it is: reusing it for anything else is refused."
+    import hashlib
+    h = hashlib.sha256('\n'.join(f'{s},{a:.3f}' for s, a in subjects.sort_index().items()).encode()).hexdigest()[:16]
+    return dict(k=int(k), seed=int(seed), stages=sorted(stages), modalities=sorted(modalities) if modalities else None,
+                data_dir=str(Path(data_dir).resolve()) if isinstance(data_dir, (str, Path)) else '<in memory>',
+                cohort_subjects=int(len(subjects)), cohort_fingerprint=h)
+
 def subset_modalities(adatas:dict, # {modality: AnnData} of a cohort (`read_cohort`)
                       keep:Sequence[str]) -> dict: # modalities to keep
     "Only the `keep` modalities, their bracket ages replaced by the subject's exact age from any modality (as a full run's `observation_table` does)."
@@ -82,16 +95,30 @@ def cross_fit(cfg:RunConfig, # settings of every outer model (outer model r uses
     stages = list(stages or cfg.oof_stages)
     modalities = modalities if modalities is not None else cfg.oof_modalities
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = everything = data_dir
-    if modalities:
+    if isinstance(data_dir, (str, Path)):
         from organage.data.cohort import read_cohort
-        everything = read_cohort(data_dir) if isinstance(data_dir, (str, Path)) else data_dir
-        data = subset_modalities(everything, modalities)
+        everything = read_cohort(data_dir)
+    else: everything = data_dir
+    everything = {m: a for m, a in everything.items() if a.n_obs}
+    data = subset_modalities(everything, modalities) if modalities else data_dir
+    subjects = _cohort_subjects(everything)
+    rec, rp = _crossfit_record(k, cfg.seed, stages, modalities, data_dir, subjects), out_dir/'crossfit.json'
+    if rp.exists():
+        old = json.loads(rp.read_text())
+        diff = [f"{key} {old.get(key)!r} -> {v!r}" for key, v in rec.items() if old.get(key) != v]
+        if diff: raise ConfigError(f"{out_dir}: this cross-fit was made otherwise ({'; '.join(diff)}); use a new folder")
+    elif any(out_dir.glob('outer_*')) or (out_dir/'folds.csv').exists():
+        raise ConfigError(f"{out_dir}: holds outer models but no crossfit.json saying how they were made; use a new folder")
     fp = out_dir/'folds.csv'
-    if fp.exists(): folds = _read_folds(fp, k)
+    if fp.exists():
+        folds = _read_folds(fp, k)
+        if set(folds.index) != set(subjects.index):
+            raise DataError("the outer folds are not this cohort's subjects", path=fp, expected=f"the {len(subjects)} subjects of the cohort",
+                            found=f"{len(set(folds.index) - set(subjects.index))} not in the cohort, {len(set(subjects.index) - set(folds.index))} missing")
     else:   # drawn over every subject of the cohort, whatever is trained: every source's out-of-fold rows share the folds
-        folds = outer_folds({m: a for m, a in everything.items() if a.n_obs} if isinstance(everything, dict) else everything, k, cfg.seed)
+        folds = outer_folds(everything, k, cfg.seed)
         write_csv(folds.reset_index(), fp)
+    write_json(rec, rp)
     frames = []
     for r in range(k):
         run, split = out_dir/f'outer_{r}', outer_split(folds, r)

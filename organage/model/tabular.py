@@ -138,12 +138,14 @@ def nested_cv(adata, # `read_biomarkers`
                     if not len(te): continue
                     gs = _search(kind, X[tr], y[tr], sid[tr], cfg, seed)
                     mu[te] = gs.predict(X[te])
+                    inner = float(np.sqrt(-gs.best_score_))   # outer model r's own error spread, from its training part
                     for split, idx in (('test', te), ('val', va)):
-                        if len(idx): parts.append(pd.DataFrame(dict(subject_id=sid[idx], split=split, age=y[idx], mu=gs.predict(X[idx]), outer=r, fold=f[idx])))
+                        if len(idx): parts.append(pd.DataFrame(dict(subject_id=sid[idx], split=split, age=y[idx], mu=gs.predict(X[idx]), outer=r, fold=f[idx],
+                                                                    sigma=max(inner, 1e-3))))
                     chosen.append(dict(fold=r, params=_params(gs), inner_rmse=float(np.sqrt(-gs.best_score_)),
                                        n_train=int(len(tr)), n_val=int(len(va)), n_test=int(len(te))))
                 sigma = float(np.sqrt(np.mean((mu - y)**2)))
-                rows.append(pd.concat(parts, ignore_index=True).assign(model=MODELS[kind], organ=organ, modality='biomarkers', sigma=max(sigma, 1e-3)))
+                rows.append(pd.concat(parts, ignore_index=True).assign(model=MODELS[kind], organ=organ, modality='biomarkers'))
                 info['models'][MODELS[kind]] = dict(outer=chosen, rmse=sigma, mae=float(np.mean(np.abs(mu - y))),
                                                     seconds=round(time.perf_counter() - t0, 3))
             info['seconds'] = round(sum(m['seconds'] for m in info['models'].values()), 3)
