@@ -36,6 +36,18 @@ def _read_text_table(path:Path) -> pd.DataFrame:
 
 def _missing(s:pd.Series) -> pd.Series: return s.str.lower().isin(MISSING_TOKENS)
 
+def _rows_with_ids(path:Path, id_column:str, drops) -> pd.DataFrame:
+    "The table's rows that carry a subject id, the id column named `subject_id` and each row's file line in `_line`; rows without one dropped and counted."
+    df = _read_text_table(path)
+    if id_column not in df.columns:
+        raise DataError("no subject id column", path=path, expected=f"a column {id_column!r}", found=f"columns {examples(df.columns, 8)}")
+    df = df.rename(columns={id_column: 'subject_id'}); df.insert(0, '_line', np.arange(2, len(df) + 2))
+    noid = _missing(df.subject_id)
+    drops.drop('missing_subject_id', int(noid.sum()), f"{path}: column {id_column}: {int(noid.sum())} rows without a subject id dropped "
+               f"(lines {examples(df._line[noid])})")
+    return df[~noid]
+
+
 # %% ../../nbs/data/10_biomarkers.ipynb #865d1ae0
 UNITS_COLUMNS = ('column', 'unit', 'organ', 'min', 'max')
 
@@ -124,14 +136,7 @@ def read_biomarkers(path:str|Path, # the table: one row per subject (CSV, TSV or
     path = Path(path); drops = DropLog()
     if units is None and (cand := path.with_name(f"{path.stem}_units.csv")).is_file(): units = cand
     un = read_units(units) if units is not None else None
-    df = _read_text_table(path)
-    if id_column not in df.columns:
-        raise DataError("no subject id column", path=path, expected=f"a column {id_column!r}", found=f"columns {examples(df.columns, 8)}")
-    df = df.rename(columns={id_column: 'subject_id'}); df.insert(0, '_line', np.arange(2, len(df) + 2))
-    noid = _missing(df.subject_id)
-    drops.drop('missing_subject_id', int(noid.sum()), f"{path}: column {id_column}: {int(noid.sum())} rows without a subject id dropped "
-               f"(lines {examples(df._line[noid])})")
-    df = df[~noid]
+    df = _rows_with_ids(path, id_column, drops)
     special = [c for c in ('age', 'sex') if c in df.columns]
     cand = [c for c in df.columns if c not in ('_line', 'subject_id', *special)]
     if un is not None:
@@ -198,14 +203,7 @@ def read_phenotypes(path:str|Path, # one row per subject, one column per phenoty
                    ) -> pd.DataFrame:
     "Phenotypes indexed by subject_id (float, NaN = missing; mostly-text columns kept as text); problems in `.attrs`."
     path = Path(path); drops = DropLog()
-    df = _read_text_table(path)
-    if id_column not in df.columns:
-        raise DataError("no subject id column", path=path, expected=f"a column {id_column!r}", found=f"columns {examples(df.columns, 8)}")
-    df = df.rename(columns={id_column: 'subject_id'}); df.insert(0, '_line', np.arange(2, len(df) + 2))
-    noid = _missing(df.subject_id)
-    drops.drop('missing_subject_id', int(noid.sum()), f"{path}: column {id_column}: {int(noid.sum())} rows without a subject id dropped "
-               f"(lines {examples(df._line[noid])})")
-    df = _dedupe(df[~noid], 'subject_id', drops, path)
+    df = _dedupe(_rows_with_ids(path, id_column, drops), 'subject_id', drops, path)
     cols = [c for c in df.columns if c not in ('_line', 'subject_id')]
     out, set_missing = pd.DataFrame(index=pd.Index(df.subject_id.to_numpy(), name='subject_id')), {}
     for c in cols:
