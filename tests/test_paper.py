@@ -143,7 +143,7 @@ def test_ensemble_and_scan_tables_cover_every_organ_and_phenotype(paper, cohort)
     "Section 07 (cross-fit, biomarkers, ensembles, scan) on the tiny cohort: every organ and phenotype accounted for."
     t = lambda n: pd.read_csv(paper/'tables'/f'{n}.csv')
     organs = set(pd.read_csv(cohort/'truth.csv').organ)
-    assert set(t('biomarkers_nested_cv_cost').organ) == organs
+    assert set(t('biomarkers_nested_cv').organ) == organs
     w = t('ensemble_weights')
     inpat = [c in p.split('+') for c, p in zip(w.component, w.pattern)]
     assert (w.weight[inpat] >= 0).all() and w.weight[inpat].notna().all()   # non-negative weights for a pattern's components ...
