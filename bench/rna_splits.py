@@ -3,8 +3,8 @@ the field's standard transcriptomic clock, or was one split's deficit noise?
 
 On `BENCH_RNA_SPLITS` (default 6) fresh splits (seeds 0..) of the quick simulated cohort, RNA alone: the curriculum's
 unimodal RNA stage and the baselines stage (`enet_rna`), both on the same training subjects and the same target ages
-(a subject's exact age from its radiograph or MRI replaces the GTEx bracket midpoint, as `observation_table` does in a
-full run), scored on the same validation and test rows. Per split: MAE of each and the paired subject-bootstrap interval
+(a subject's exact age from its radiograph or MRI replaces the GTEx bracket midpoint: `organage.model.crossfit.subset_modalities`,
+as `observation_table` does in a full run), scored on the same validation and test rows. Per split: MAE of each and the paired subject-bootstrap interval
 of the difference (`organage.evaluate.repeats.paired_differences`); over splits: mean, sd, t-interval and the
 Nadeau-Bengio corrected interval (`across_repeats`). Writes reports/bench/rna_splits.json and rna_splits.csv.
 About 40 s per split on 2 idle cores."""
@@ -19,14 +19,11 @@ DATA = Path(os.environ.get('BENCH_DATA', ROOT / 'data' / 'simulated' / 'quick'))
 
 
 def rna_with_exact_ages(data):
-    "The cohort's expression AnnData; bracket midpoints replaced by the subject's exact age from its images, where one exists."
+    "The cohort's expression AnnData, bracket midpoints replaced by the subject's exact age from its images where one exists (`subset_modalities`)."
     from organage.data.cohort import read_cohort
-    A = read_cohort(data)
-    exact = pd.concat([A[m].obs[['subject_id', 'age']] for m in ('xray', 'mri') if m in A]).groupby('subject_id').age.mean()
-    rna = A['rna']; o = rna.obs
-    a = o.subject_id.astype(str).map(exact); use = a.notna().to_numpy()
-    o.loc[use, 'age'] = a[use]; o.loc[use, 'age_source'] = 'exact'
-    return rna, int(use.sum())
+    from organage.model.crossfit import subset_modalities
+    rna = subset_modalities(read_cohort(data), ['rna'])['rna']
+    return rna, int((rna.obs.age_source == 'exact_age_of_subject').sum())
 
 
 def one_split(rna, seed, work):
