@@ -4,6 +4,7 @@
 
 # %% ../../nbs/evaluate/01_tables.ipynb #ff4b46ca
 from __future__ import annotations
+import json
 from pathlib import Path
 from typing import Sequence
 import numpy as np
@@ -18,7 +19,8 @@ __all__ = ['LABELS', 'TABLE2_BASELINES', 'results_tables', 'fusion_check', 'eval
 
 # %% ../../nbs/evaluate/01_tables.ipynb #c801c3cd
 LABELS = {'unimodal_rna': 'RNA only', 'unimodal_xray': 'X-ray only', 'unimodal_mri': 'MRI only', 'naive': 'Naive fusion', 'aligned': 'Aligned fusion',
-          'enet_rna': 'Elastic net (RNA)', 'pcr_xray': 'PCA + ridge (X-ray)', 'pcr_mri': 'PCA + ridge (MRI)', 'stacked': 'Stacked linear (late fusion)'}
+          'enet_rna': 'Elastic net (RNA)', 'pcr_xray': 'PCA + ridge (X-ray)', 'pcr_mri': 'PCA + ridge (MRI)', 'stacked': 'Stacked linear (late fusion)',
+          'shipped': 'Shipped: network + elastic net per organ'}
 TABLE2_BASELINES = {'fusion': 'stacked', 'rna': 'enet_rna', 'xray': 'pcr_xray', 'mri': 'pcr_mri'}  # the baseline reading the same inputs
 
 _PAPER_NAMES = {'n': 'N', 'mse': 'MSE', 'mae': 'MAE'}  # the metrics of Tables 1 and 2 and the noise floor, as the paper names them
@@ -102,6 +104,22 @@ def fusion_check(t:pd.DataFrame, truth=None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=['organ', 'N', 'models', *mae, *rest])
 
 # %% ../../nbs/evaluate/01_tables.ipynb #d1d8b88f
+def _shipped_rows(run_dir:Path, frames:list) -> list:
+    "Model `shipped`: what the run's portable model answers (`RUN/model`, its network blended with the elastic net per organ), from the stage and baseline rows above."
+    bj, bundle = run_dir/'model'/'blend.json', run_dir/'model'/'bundle.json'
+    if not (bj.exists() and bundle.exists()) or not frames: return []
+    from organage.model.portable import apply_blend
+    stage, blend = json.loads(bundle.read_text())['stage'], json.loads(bj.read_text())['organs']
+    allp = pd.concat(frames, ignore_index=True)
+    out = []
+    for split, g in allp.groupby('split', sort=True):
+        net = g[(g.model == stage) & (g.modality == ('fusion' if not stage.startswith('unimodal_') else stage.split('_', 1)[1]))]
+        en = g[g.model == 'enet_rna']
+        if net.empty: continue
+        r = apply_blend(net.drop(columns=['model']), en[['subject_id', 'organ', 'mu', 'sigma']] if len(en) else None, blend)
+        out.append(r.drop(columns=['mu_network', 'mu_enet', 'w_network']).assign(model='shipped', modality='fusion'))
+    return out
+
 def evaluate_run(run_dir, # a folder written by `train_curriculum`
                  data_dir=None, # cohort folder (default: the one recorded in run.json)
                  device:str='auto', splits:Sequence[str]=('val', 'test'), loaders:dict|None=None) -> pd.DataFrame:
@@ -125,6 +143,7 @@ def evaluate_run(run_dir, # a folder written by `train_curriculum`
     if (run_dir/'baselines'/'done.json').exists() and bp.exists():
         b = pd.read_csv(bp, dtype={'subject_id': str})
         frames.append(b[b.split.isin(splits)].drop(columns=['inputs', 'rule'], errors='ignore'))
+    frames += _shipped_rows(run_dir, frames)
     if not frames: raise ConfigError(f"{run_dir}: no trained stage found (no */model.safetensors)")
     allp = pd.concat(frames, ignore_index=True)
     pred = write_predictions(allp, run_dir)
