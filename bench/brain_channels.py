@@ -17,7 +17,7 @@ from organage.model.vgg8 import VGG8, Seed002Settings, synthesis_unet, MeanPlusU
 kind, size, widths, batch = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 s = Seed002Settings.profile(widths, size=size)
 if kind == 'vgg8': net = VGG8(1, size, s.widths, s.hidden, bn_momentum=s.bn_momentum)
-else: net = MeanPlusUNet(synthesis_unet(s), torch.zeros(1, size, size, size))
+else: net = MeanPlusUNet(synthesis_unet(s, s.unet_channels[0]), torch.zeros(1, size, size, size), s.unet_channels[0])
 opt = torch.optim.Adam(net.parameters(), lr=1e-3)
 x, y = torch.randn(batch, 1, size, size, size), torch.rand(batch)*60 + 20
 target = torch.rand(batch, 1, size, size, size)

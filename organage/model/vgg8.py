@@ -60,7 +60,7 @@ class Seed002Settings:
     fov_mm: float = 210.0              # grid side (mm)
     widths: tuple = (4, 8, 16, 32, 64) # VGG8 convolution widths (paper: 16 ... 256)
     hidden: tuple = (64, 32)           # VGG8 fully connected widths (paper: 512, 128)
-    epochs: int = 12                   # most epochs (paper: 100)
+    epochs: int = 10                   # most epochs (paper: 100)
     patience: int = 6                  # epochs without a better validation MAE before stopping (paper: 10)
     lr: float = 1e-3                   # Adam learning rate (paper: 1e-4)
     batch_size: int = 8                # (paper: 3)
@@ -68,15 +68,15 @@ class Seed002Settings:
     bn_momentum: float = 0.5           # VGG8 batch norm momentum: a few batches per epoch need running statistics that keep up
     fractions: tuple = (0.7, 0.15, 0.15)  # train / val / test shares of subjects (paper: 0.8 / 0.1 / 0.1)
     unet_channels: tuple = (4, 8, 16)  # MONAI UNet channels per level
-    unet_epochs: int = 10              # synthesis epochs
+    unet_epochs: int = 8               # synthesis epochs
     unet_patience: int = 5
-    unet_lr: float = 1e-2
+    unet_lr: float = 3e-3
     unet_loss: str = 'mse'             # 'mse' (the conditional mean: what PSNR rewards on a noisy target) or 'l1'
     unet_batch: int = 8
     patch: int|None = None             # synthesis patch side (voxels); None: whole volumes
     pcr_components: tuple = (8, 16, 32, 64, 128)   # PCA + ridge grids (`organage.model.baselines.BaselineConfig`)
     pcr_alphas: tuple = (0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
-    subjects: int = 300                # subjects the brain-channel simulator writes for this profile
+    subjects: int = 240                # subjects the brain-channel simulator writes for this profile
     seed: int = 0
     device: str = 'cpu'                # 'cpu', 'cuda' or 'auto'
 
@@ -159,18 +159,21 @@ def fit_channel_pcr(x:np.ndarray, obs:pd.DataFrame, splits:pd.Series, channel:st
     return model, _rows(obs, splits, name or f'pcr_{channel}', channel, model.predict(X), info['cv_rmse']), info
 
 # %% ../../nbs/model/12_vgg8.ipynb #vg0021
-def synthesis_unet(s:Seed002Settings) -> nn.Module:
-    "MONAI 3D U-Net, one channel in (T1w), one out (CBV)."
+def synthesis_unet(s:Seed002Settings, out_channels:int=1) -> nn.Module:
+    "MONAI 3D U-Net, one channel in (T1w), `out_channels` out (1: the CBV map; more: features for `MeanPlusUNet`'s head)."
     from monai.networks.nets import UNet
-    return UNet(spatial_dims=3, in_channels=1, out_channels=1, channels=tuple(s.unet_channels),
+    return UNet(spatial_dims=3, in_channels=1, out_channels=out_channels, channels=tuple(s.unet_channels),
                 strides=(2,)*(len(s.unet_channels) - 1), num_res_units=1)
 
 class MeanPlusUNet(nn.Module):
-    "The mean training map plus a gated U-Net correction (gate 0 at the start): training starts at the trivial synthesis exactly."
-    def __init__(self, unet:nn.Module, mean_map:torch.Tensor): # mean_map: (1, *spatial) mean target of the training subjects
+    "The mean training map plus a U-Net's correction through a zero-initialised 1x1x1 head: training starts at the trivial synthesis exactly."
+    def __init__(self, unet:nn.Module, # answers (B, k, *spatial) features
+                 mean_map:torch.Tensor, # (1, *spatial) mean target of the training subjects
+                 k:int|None=None): # the U-Net's output channels (default: read from the network)
         super().__init__(); self.unet = unet; self.register_buffer('mean_map', torch.as_tensor(mean_map, dtype=torch.float32))
-        self.gate = nn.Parameter(torch.zeros(()))
-    def forward(self, x): return self.mean_map + self.gate*self.unet(x)
+        k = k or getattr(unet, 'out_channels', 1)
+        self.head = nn.Conv3d(k, 1, 1); nn.init.zeros_(self.head.weight); nn.init.zeros_(self.head.bias)
+    def forward(self, x): return self.mean_map + self.head(self.unet(x))
 
 @dataclass
 class SynthesisFit:
@@ -199,7 +202,7 @@ def fit_synthesis(t1:np.ndarray, # (n, 1, s, s, s) normalised T1w of the trainin
     dev = pick_device(s.device)
     torch.manual_seed(s.seed); gen = torch.Generator().manual_seed(s.seed)
     x, y = torch.as_tensor(t1, dtype=torch.float32), torch.as_tensor(target, dtype=torch.float32)
-    net = (MeanPlusUNet(synthesis_unet(s), y.mean(0)) if not s.patch else synthesis_unet(s)).to(dev)
+    net = (MeanPlusUNet(synthesis_unet(s, s.unet_channels[0]), y.mean(0), s.unet_channels[0]) if not s.patch else synthesis_unet(s)).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=s.unet_lr)
     xv, yv = torch.as_tensor(t1_val, dtype=torch.float32), torch.as_tensor(target_val, dtype=torch.float32)
     best, state, best_ep, wait, hist, t0 = np.inf, None, -1, 0, [], time.perf_counter()
