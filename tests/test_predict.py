@@ -298,3 +298,19 @@ def test_blended_answer_does_not_depend_on_batching(blended):
     alone = pd.concat([predict(pm, _subset(ads, [s]), batch_size=1) for s in test], ignore_index=True)
     num = ['mu_raw', 'mu_network', 'mu_enet', 'w_network', 'mu', 'lo95', 'hi95']
     assert_allclose(alone[num].to_numpy(float), together[num].to_numpy(float), rtol=1e-5, atol=2e-4)
+
+
+def test_table1_shipped_row_is_what_predict_answers(blended):
+    "Table 1's `shipped` rows (computed by evaluate from the run's own rows) are the portable model's answers for the same subjects."
+    from organage.evaluate.tables import evaluate_run
+    evaluate_run(blended, device='cpu')
+    allp = pd.read_csv(blended/'predictions_by_model.csv', dtype={'subject_id': str})
+    shipped = allp[(allp.model == 'shipped') & (allp.split == 'test')]
+    t1 = pd.read_csv(blended/'tables'/'table1.csv')
+    assert 'shipped' in set(t1.model) and len(shipped) > 20
+    pm = load_portable(blended/'model')
+    cfg, tcfg, data = open_run(blended, device='cpu')
+    got = predict(pm, _subset(read_cohort(blended.parent/'A'), data.splits.subject_id[data.splits.split == 'test']))
+    m = shipped.merge(got, on=['subject_id', 'organ'], suffixes=('_table', ''))
+    assert len(m) == len(shipped) == len(got)
+    assert_allclose(m.mu_table, m.mu_raw, rtol=1e-5)
