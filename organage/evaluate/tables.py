@@ -20,7 +20,7 @@ __all__ = ['LABELS', 'TABLE2_BASELINES', 'SHIPPED_STAGES', 'results_tables', 'fu
 # %% ../../nbs/evaluate/01_tables.ipynb #c801c3cd
 LABELS = {'unimodal_rna': 'RNA only', 'unimodal_xray': 'X-ray only', 'unimodal_mri': 'MRI only', 'naive': 'Naive fusion', 'aligned': 'Aligned fusion',
           'enet_rna': 'Elastic net (RNA)', 'pcr_xray': 'PCA + ridge (X-ray)', 'pcr_mri': 'PCA + ridge (MRI)', 'stacked': 'Stacked linear (late fusion)',
-          'shipped': 'Shipped: network + elastic net per organ'}
+          'shipped': 'Shipped: network + baselines per organ'}
 TABLE2_BASELINES = {'fusion': 'stacked', 'rna': 'enet_rna', 'xray': 'pcr_xray', 'mri': 'pcr_mri'}  # the baseline reading the same inputs
 
 _PAPER_NAMES = {'n': 'N', 'mse': 'MSE', 'mae': 'MAE'}  # the metrics of Tables 1 and 2 and the noise floor, as the paper names them
@@ -108,21 +108,21 @@ SHIPPED_STAGES = ('aligned', 'naive')   # the network the portable model exports
 
 def _shipped_rows(frames:list) -> list:
     """Model `shipped`: what the run's portable model answers (`organage.model.portable`): its network blended per organ with
-    the elastic net, the weight fitted on these validation rows, applied to every split. The bundle fits the same weight
+    the baselines' stacked late fusion, the weight fitted on these validation rows, applied to every split. The bundle fits the same weight
     on the same rows, so Table 1's row is what `organage predict` gives the run's subjects."""
     from organage.model.portable import fit_blend, apply_blend
     allp = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=['model', 'split'])
     stage = next((s for s in SHIPPED_STAGES if (allp.model == s).any()), None)
-    if stage is None or not (allp.model == 'enet_rna').any(): return []
+    if stage is None or not (allp.model == 'stacked').any(): return []
     rows = lambda m, s: fused_rows(allp[allp.split == s], m)
-    val_net, val_en = rows(stage, 'val'), rows('enet_rna', 'val')
+    val_net, val_en = rows(stage, 'val'), rows('stacked', 'val')
     if val_net.empty or val_en.empty: return []
     blend = fit_blend(val_net, val_en)
     out = []
     for split in sorted(allp.split.unique()):
         net = rows(stage, split)
         if net.empty: continue
-        r = apply_blend(net.drop(columns=['model']), rows('enet_rna', split), blend)
+        r = apply_blend(net.drop(columns=['model']), rows('stacked', split), blend)
         out.append(r.drop(columns=['mu_network', 'mu_enet', 'w_network']).assign(model='shipped', modality='fusion'))
     return out
 
