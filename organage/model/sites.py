@@ -38,8 +38,8 @@ class SiteSettings:
     loss: str = 'mse'              # seed 004's loss; selection and early stopping are on validation MAE
     center: bool = False           # subtract the training images' mean image first (faster start, worse end here: see text)
     folds: int = 3                 # outer subject folds (seed 004: 10)
-    pcr_components: tuple = (4, 8, 16, 32, 64)
-    pcr_alphas: tuple = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)   # ridge penalties tried
+    pcr_components: tuple = (8, 16, 32, 64, 128)   # capped below the rows of an inner fold
+    pcr_alphas: tuple = (0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4)   # ridge penalties tried
     pcr_folds: int = 3             # inner subject folds choosing PCA + ridge's settings
     min_train: int = 20            # fewer training subjects for a site in an outer model: NotEnoughDataError
     seed: int = 0
