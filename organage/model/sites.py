@@ -221,6 +221,7 @@ def site_gradcam(models:dict, # site -> trained network (`SiteCrossFit.models`)
                  data:dict, # site -> (pixels, obs)
                  subjects=None, # only these subjects' images (e.g. outer model 0's test fold); None: all
                  max_images:int=64, # per site
+                 sign:str='positive', # 'positive' (what pushes the age up), 'negative' or 'absolute' (`gradcam`)
                 ) -> pd.DataFrame:
     "Mean Grad-CAM map and mean image per site: columns group (the site), n, cam, image."
     from organage.explain.gradcam import gradcam, group_maps
@@ -230,6 +231,6 @@ def site_gradcam(models:dict, # site -> trained network (`SiteCrossFit.models`)
         keep = np.ones(len(o), bool) if subjects is None else o.subject_id.astype(str).isin(set(map(str, subjects))).to_numpy()
         xi = x[keep][:max_images, 0]
         if not len(xi): continue
-        maps = gradcam(net, xi, progress=False)
+        maps = gradcam(net, xi, sign=sign, progress=False)
         tabs.append(group_maps(maps, np.full(len(xi), site), images=xi))
     return pd.concat(tabs, ignore_index=True) if tabs else pd.DataFrame(columns=['group', 'n', 'cam', 'image'])
