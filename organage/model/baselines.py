@@ -268,12 +268,14 @@ def fit_predict_baselines(inputs:dict, # {split: {modality: (X, obs)}} with obs 
 # %% ../../nbs/model/06_baselines.ipynb #414dec61
 def baseline_inputs(data, # a run's prepared cohort (`organage.data.prepare.CohortData`)
                     splits:Sequence[str]=('train', 'val', 'test'),
+                    modalities:Sequence[str]|None=None, # default: every modality of the run
                    ) -> dict:
     "Each split's features as the networks read them: preprocessed expression (`split_adata`), flattened network inputs of each image modality (`split_images`)."
     from organage.data.prepare import split_adata, split_images
     out = {s: {} for s in splits}
     for s in splits:
         for m in data.modalities:
+            if modalities is not None and m not in modalities: continue
             if m in ('xray', 'mri'):
                 X, o = split_images(data, s, m)
                 out[s][m] = (X.reshape(len(X), -1), o[['subject_id', 'organ', 'age']])

@@ -14,13 +14,15 @@ from ..core import ConfigError, DataError, write_json, write_csv, atomic_path
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'FORMAT', 'BUNDLE', 'MAIN_STAGES', 'INTENDED_USE', 'SIM_CAVEAT', 'PREDICTION_COLUMNS', 'DROPPED_COLUMNS',
-           'main_stage', 'load_expression', 'transform_expression', 'save_pixel_stats', 'load_pixel_stats',
-           'fit_calibration', 'apply_calibration', 'training_summary', 'card_markdown', 'export_model', 'PortableModel',
+__all__ = ['log', 'FORMAT', 'READS', 'BUNDLE', 'MAIN_STAGES', 'INTENDED_USE', 'SIM_CAVEAT', 'PREDICTION_COLUMNS',
+           'DROPPED_COLUMNS', 'main_stage', 'load_expression', 'transform_expression', 'save_pixel_stats',
+           'load_pixel_stats', 'fit_calibration', 'apply_calibration', 'fit_blend', 'apply_blend', 'save_enet',
+           'load_enet', 'enet_rows', 'training_summary', 'card_markdown', 'export_model', 'PortableModel',
            'load_portable', 'write_prediction_outputs', 'predict']
 
 # %% ../../nbs/model/07_portable.ipynb #084af9dc
-FORMAT = 1   # bundle layout version: bumped when a file of the bundle changes meaning
+FORMAT = 2   # bundle layout version: bumped when a file of the bundle changes meaning (2: the elastic-net blend; calibration of the blend)
+READS = (1, 2)   # formats this organage reads (1: the network alone)
 BUNDLE = 'organage-portable'
 MAIN_STAGES = ('aligned', 'naive')   # the run's main model, as `main_predictions` picks it
 
@@ -107,6 +109,125 @@ def apply_calibration(preds:pd.DataFrame, # subject_id, organ, age (NaN allowed)
     out['z'] = out.gap / pd.Series(cal['zscore_sd'], dtype=float).reindex(organs).to_numpy(float)   # None (one validation row): z undefined
     return out
 
+# %% ../../nbs/model/07_portable.ipynb #bdd5afe3
+def fit_blend(net:pd.DataFrame, # validation rows of the network: subject_id, organ, age, mu
+              enet:pd.DataFrame, # validation rows of the elastic net: subject_id, organ, mu
+              min_rows:int=10) -> dict: # fewer rows with both: the network alone for that organ
+    "Per organ, the network's weight `w` in [0, 1] in `w * network + (1 - w) * enet`, least squares on the validation rows with both."
+    m = net[['subject_id', 'organ', 'age', 'mu']].merge(enet[['subject_id', 'organ', 'mu']], on=['subject_id', 'organ'], suffixes=('', '_enet'))
+    out = {}
+    for organ, g in m.groupby('organ', sort=True):
+        a, b, y = (g[c].to_numpy(float) for c in ('mu', 'mu_enet', 'age'))
+        d = a - b; dd = float(d @ d)
+        if len(g) < min_rows or dd == 0:
+            w, how = 1.0, f"{len(g)} validation rows with both (needs {min_rows}): the network alone"
+        else: w, how = float(np.clip((y - b) @ d / dd, 0.0, 1.0)), 'least squares on validation, w in [0, 1]'
+        out[str(organ)] = dict(w_network=w, n=len(g), how=how, val_mae_network=float(np.abs(a - y).mean()),
+                               val_mae_enet=float(np.abs(b - y).mean()), val_mae_blend=float(np.abs(w * a + (1 - w) * b - y).mean()))
+    return out
+
+def apply_blend(net:pd.DataFrame, # the network's rows: subject_id, organ, mu, sigma (other columns kept)
+                enet:pd.DataFrame|None, # the elastic net's rows: subject_id, organ, mu, sigma (None: none)
+                blend:dict|None) -> pd.DataFrame: # `fit_blend`'s weights (None: network alone)
+    "The network's rows with `mu_network`, `mu_enet`, `w_network`, and `mu`/`sigma` blended where the organ has a weight and the row an elastic-net answer."
+    r = net.copy()
+    r['mu_network'] = r.mu.astype(float)
+    if enet is None or not blend or enet.empty:
+        r['mu_enet'], r['w_network'] = np.nan, 1.0
+        return r
+    e = enet[['subject_id', 'organ', 'mu', 'sigma']].rename(columns={'mu': 'mu_enet', 'sigma': 'sigma_enet'})
+    r = r.merge(e, on=['subject_id', 'organ'], how='left')
+    w = r.organ.astype(str).map({o: v['w_network'] for o, v in blend.items()}).astype(float)
+    w = w.where(r.mu_enet.notna(), 1.0).fillna(1.0).to_numpy(float)
+    has = w < 1
+    r['mu'] = np.where(has, w * r.mu_network + (1 - w) * r.mu_enet.fillna(0.0), r.mu_network)
+    r['sigma'] = np.where(has, w * r.sigma.astype(float) + (1 - w) * r.sigma_enet.fillna(0.0), r.sigma.astype(float))
+    r['w_network'] = w
+    return r.drop(columns='sigma_enet')
+
+# %% ../../nbs/model/07_portable.ipynb #cac3b692
+def save_enet(models:dict, # {organ: fitted sklearn ElasticNet}
+              sigma:dict, # {organ: out-of-fold RMS error}
+              genes, # the model's genes (columns of the preprocessed expression)
+              path) -> Path:
+    "Per organ coefficients, intercept and sigma as arrays (npz, no pickle)."
+    organs = sorted(models)
+    arr = dict(organs=np.array(organs, dtype=str), genes=np.asarray(genes, dtype=str),
+               coef=np.stack([np.asarray(models[o].coef_, float) for o in organs]) if organs else np.zeros((0, len(genes))),
+               intercept=np.array([float(models[o].intercept_) for o in organs]), sigma=np.array([float(sigma[o]) for o in organs]))
+    with atomic_path(path) as tmp:
+        with open(tmp, 'wb') as f: np.savez(f, **arr)
+    return Path(path)
+
+def load_enet(path) -> dict:
+    "What `save_enet` wrote: {'organs', 'genes', 'coef', 'intercept', 'sigma'}."
+    with np.load(path, allow_pickle=False) as z: return {k: z[k] for k in z.files}
+
+def enet_rows(enet:dict, # `load_enet`'s arrays
+              adata) -> pd.DataFrame: # preprocessed expression (the model's genes, in order); obs subject_id, organ
+    "The elastic net's answer per (subject, organ) present in `enet`: mean over the subject's samples of that organ; sigma the organ's."
+    genes = np.asarray(adata.var_names, dtype=str)
+    if len(genes) != len(enet['genes']) or (genes != enet['genes']).any():
+        raise DataError("expression columns differ from the elastic net's genes", expected=f"{len(enet['genes'])} model genes in order",
+                        found=f"{len(genes)} columns")
+    X = adata.X.toarray() if hasattr(adata.X, 'toarray') else np.asarray(adata.X)
+    idx = {o: i for i, o in enumerate(enet['organs'])}
+    o = adata.obs[['subject_id', 'organ']].astype(str).reset_index(drop=True)
+    k = o.organ.map(idx)
+    ok = k.notna().to_numpy()
+    if not ok.any(): return pd.DataFrame(columns=['subject_id', 'organ', 'mu', 'sigma'])
+    ki = k[ok].astype(int).to_numpy()
+    mu = np.einsum('ij,ij->i', np.asarray(X, float)[ok], enet['coef'][ki]) + enet['intercept'][ki]
+    r = o[ok].assign(mu=mu).groupby(['subject_id', 'organ'], sort=True, as_index=False).mu.mean()
+    return r.assign(sigma=r.organ.map(dict(zip(enet['organs'], enet['sigma']))).astype(float))
+
+# %% ../../nbs/model/07_portable.ipynb #eb9c8449
+def _refit_enet(data, settings:dict) -> tuple[dict, dict]:
+    "The baselines stage's elastic nets again: each organ's chosen alpha and l1_ratio fitted on its training rows."
+    import warnings
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import ElasticNet
+    from organage.model.baselines import baseline_inputs
+    X, obs = baseline_inputs(data, ('train',), modalities=('rna',))['train']['rna']
+    c, models, sigma = settings['config'], {}, {}
+    for organ, s in settings['models']['enet_rna'].items():
+        if 'alpha' not in s: continue   # skipped by the stage (too few rows)
+        m = (obs.organ.astype(str) == organ).to_numpy()
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', ConvergenceWarning)
+            models[organ] = ElasticNet(alpha=s['alpha'], l1_ratio=s['l1_ratio'], tol=c['enet_tol'], max_iter=c['enet_max_iter']).fit(X[m], obs.age.to_numpy(float)[m])
+        sigma[organ] = s['sigma']
+    return models, sigma
+
+def _ship_blend(run_dir:Path, data, preds:dict, mods:list, tmp:Path, files:dict) -> tuple[dict, dict|None]:
+    "Write enet.npz and blend.json into the bundle being built and answer the blended predictions; unchanged (None) without an elastic net."
+    from organage.data.prepare import split_adata
+    sp = run_dir/'baselines'/'settings.json'
+    settings = json.loads(sp.read_text()) if sp.exists() else {}
+    if 'rna' not in mods or 'enet_rna' not in settings.get('models', {}):
+        log.info("no elastic net in %s: the bundle ships the network alone", run_dir); return preds, None
+    models, sigma = _refit_enet(data, settings)
+    if not models: return preds, None
+    save_enet(models, sigma, data.preprocessors['rna'].genes_out_, tmp/'enet.npz')
+    en = load_enet(tmp/'enet.npz')
+    er = {s: enet_rows(en, split_adata(data, 'rna', s)) for s in preds}
+    ref = pd.read_csv(run_dir/'baselines'/'predictions.csv', dtype={'subject_id': str})
+    ref = ref[(ref.model == 'enet_rna') & (ref.split == 'val')].merge(er['val'], on=['subject_id', 'organ'], suffixes=('_stage', ''))
+    diff = float((ref.mu - ref.mu_stage).abs().max()) if len(ref) else float('nan')
+    bl = fit_blend(preds['val'], er['val'])
+    out = {s: apply_blend(p, er[s], bl) for s, p in preds.items()}
+    table = []
+    for organ, v in bl.items():
+        row = dict(organ=organ, w_network=round(v['w_network'], 3), n_val=v['n'], **{k: round(v[k], 3) for k in ('val_mae_network', 'val_mae_enet', 'val_mae_blend')})
+        if 'test' in out:
+            t = out['test'][(out['test'].organ == organ) & out['test'].mu_enet.notna()]
+            row.update(n_test=len(t), **{f'test_mae_{k}': round(float((t[c] - t.age).abs().mean()), 3) if len(t) else None
+                                         for k, c in (('network', 'mu_network'), ('enet', 'mu_enet'), ('blend', 'mu'))})
+        table.append(row)
+    write_json(dict(organs=bl, enet_refit_max_abs_diff=diff, source=str(sp)), tmp/'blend.json')
+    files.update(enet='enet.npz', blend='blend.json')
+    return out, dict(table=table, enet_refit_max_abs_diff=diff)
+
 # %% ../../nbs/model/07_portable.ipynb #d818c227
 def training_summary(table:pd.DataFrame) -> dict:
     "Per (modality, organ) and per organ of a training observation table: subjects, observations, age range, sex balance."
@@ -138,6 +259,8 @@ def card_markdown(card:dict) -> str:
     L += ['## Training data (per modality and organ)', '', t(tr['by_modality_organ']), '',
           '## Validation (subjects the calibration was fitted on)', '', t(card['validation']), '']
     if card.get('test'): L += ['## Test (held-out subjects of the run)', '', t(card['test']), '']
+    if card.get('blend'):
+        L += ['## The shipped answer: network and elastic net, blended per organ', '', card['blend_note'], '', t(card['blend']), '']
     L += ['## Calibration', '', card['calibration_note'], '', '## Inputs', '', card['inputs_note'], '']
     return '\n'.join(L)
 
@@ -160,7 +283,8 @@ def export_model(run_dir, # a finished training run (`organage train`)
                  data_dir=None, # the run's cohort (default: the one in run.json); needed to refit nothing but to read the training split
                  bias:str='residual', # age-bias correction fitted on validation: 'residual' or 'cole' (`fit_calibration`)
                  device:str='cpu', # cpu, cuda or auto (cuda when present)
-                 loaders:dict|None=None) -> Path:
+                 loaders:dict|None=None,
+                 blend:bool=True) -> Path: # ship the network blended with the run's elastic net (when the run has one and the model reads RNA)
     "Write one self-contained folder: weights, every fitted preprocessing state, validation calibration, settings, versions and a model card."
     import torch
     from organage.model.predict import open_run, predict_dataset
@@ -186,6 +310,7 @@ def export_model(run_dir, # a finished training run (`organage train`)
     preds = {s: predict_dataset(model, data.ds[s] if model.cfg.kind != 'unimodal' else data.ds[s].view(mods), device=dev, autocast=False)
              for s in ('val', 'test') if len(data.ds[s])}
     if 'val' not in preds or preds['val'].empty: raise ConfigError(f"{run_dir}: no validation subjects to calibrate on")
+    preds, blended = _ship_blend(run_dir, data, preds, mods, tmp, files) if blend else (preds, None)
     cal = fit_calibration(preds['val'], bias)
     write_json(cal, tmp/'calibration.json'); files['calibration'] = 'calibration.json'
     t = data.ds['train'].table
@@ -211,6 +336,12 @@ def export_model(run_dir, # a finished training run (`organage train`)
                              "flagged and not adjusted; missing genes imputed with the training mean, their share reported, refused "
                              f"above the saved max_missing_share). Images: {geometry['chain']} at image_size={cfg.image_size}, volume_size={cfg.volume_size}, "
                              f"mri_fov_mm={cfg.mri_fov_mm}, mri_register={cfg.mri_register}, then the training pixel statistics."))
+    if blended:
+        card['blend'] = blended['table']
+        card['blend_note'] = (f"mu = w * network + (1 - w) * elastic net per organ (w fitted on validation, in [0, 1]); rows without expression "
+                              f"for the organ: the network alone. Validation and test above are of the blend; here each part on its own. "
+                              f"The refitted elastic nets reproduce the baselines stage's validation answers to "
+                              f"{blended['enet_refit_max_abs_diff']:.2g} years.")
     write_json(card, tmp/'card.json')
     (tmp/'MODEL_CARD.md').write_text(card_markdown(card))
     write_json(bundle, tmp/'bundle.json')   # written last: a folder with bundle.json is complete
@@ -230,6 +361,8 @@ class PortableModel:
     transforms: dict # the per-image chain at the saved geometry
     calibration: dict
     card: dict
+    enet: dict|None = None # the elastic nets' arrays (`load_enet`), None: the network alone
+    blend: dict|None = None # {organ: {'w_network': ...}} (`fit_blend`)
     @property
     def organs(self) -> list: return list(self.meta['organs'])
     @property
@@ -248,7 +381,7 @@ def load_portable(path) -> PortableModel:
     if not bp.is_file(): raise ConfigError(f"{path}: not a portable organage model (no bundle.json); write one with `organage export`")
     try: meta = json.loads(bp.read_text())
     except json.JSONDecodeError as e: raise ConfigError(f"{bp}: not readable JSON ({e})") from None
-    if meta.get('bundle') != BUNDLE or meta.get('format') != FORMAT:
+    if meta.get('bundle') != BUNDLE or meta.get('format') not in READS:
         raise ConfigError(f"{bp}: bundle format {meta.get('bundle')!r} version {meta.get('format')!r}; this organage "
                           f"({_organage_version()}) reads {BUNDLE!r} version {FORMAT}")
     made = meta.get('versions', {}).get('organage', '?')
@@ -262,11 +395,13 @@ def load_portable(path) -> PortableModel:
     stats = load_pixel_stats(path/f['pixel_stats']) if 'pixel_stats' in f else {}
     g = meta['geometry']
     chains = image_transforms(g['image_size'], g['volume_size'], g['mri_fov_mm'], g['mri_register'])
+    enet = load_enet(path/f['enet']) if 'enet' in f else None
+    blend = json.loads((path/f['blend']).read_text())['organs'] if 'blend' in f else None
     return PortableModel(path, meta, model, expr, stats, chains, json.loads((path/f['calibration']).read_text()),
-                         json.loads((path/'card.json').read_text()))
+                         json.loads((path/'card.json').read_text()), enet, blend)
 
 # %% ../../nbs/model/07_portable.ipynb #97c7870b
-PREDICTION_COLUMNS = ['subject_id', 'organ', 'age', 'mu_raw', 'sigma_raw', 'mu', 'sigma', 'gap', 'z', 'lo95', 'hi95', 'gap_lo', 'gap_hi',
+PREDICTION_COLUMNS = ['subject_id', 'organ', 'age', 'mu_raw', 'sigma_raw', 'mu_network', 'mu_enet', 'w_network', 'mu', 'sigma', 'gap', 'z', 'lo95', 'hi95', 'gap_lo', 'gap_hi',
                       'organ_modalities', 'n_observations', 'modalities_used', 'missing_modalities', 'modality_missing',
                       'age_outside_training_range', 'no_age', 'genes_imputed_share', 'batch_adjusted', 'files_dropped', 'model', 'split']
 DROPPED_COLUMNS = ['modality', 'subject_id', 'path', 'stage', 'error']
@@ -382,6 +517,7 @@ def predict(model, # a `PortableModel` or its folder
     dropped = _dropped(adatas, ds)
     # full precision on any device: the calibration was fitted on fp32 predictions, and bf16 would move ages by ~0.1 y with the batch
     raw = predict_dataset(pm.model, ds, batch_size=batch_size, device=pick_device(device), autocast=False)
+    raw = apply_blend(raw, enet_rows(pm.enet, adatas['rna']) if pm.enet is not None and 'rna' in adatas else None, pm.blend)
     res = _result_table(pm, raw, ds, adatas, ages, dropped)
     if out is not None:
         info.update(model=str(pm.path), stage=pm.meta['stage'], format=pm.meta['format'], n_subjects=int(res.subject_id.nunique()),
