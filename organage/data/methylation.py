@@ -529,7 +529,8 @@ def promoter_features(adata, # samples x probes betas (e.g. from `read_beta_matr
     "An AnnData of samples x genes: the mean beta of each gene's `region` probes (missing betas left out of the mean)."
     import anndata as ad
     from scipy import sparse
-    regions = {region.lower()} if isinstance(region, str) else {r.lower() for r in region}
+    given = [region] if isinstance(region, str) else list(region)
+    regions = {r.lower() for r in given}
     ann = read_probe_annotation(annotation, adata.var_names)
     pidx = pd.Index(adata.var_names.astype(str))
     sel = ann[ann.region.str.lower().isin(regions) & (ann.gene != '')].drop_duplicates(['probe', 'gene'])   # once per gene, whatever its transcripts say
@@ -552,12 +553,13 @@ def promoter_features(adata, # samples x probes betas (e.g. from `read_beta_matr
                         'probes': present.groupby('gene').probe.agg(';'.join).reindex(genes).to_numpy(),
                         'n_missing': np.isnan(F).sum(0).astype(np.int64)}, index=pd.Index(genes, dtype=str, name='gene'))
     obs = adata.obs.copy(); obs['n_missing'] = np.isnan(F).sum(1).astype(np.int64)
-    msg = (f"promoter features ({'/'.join(sorted(regions))}): {len(genes)} genes from {int(var.n_probes.sum())} probes; "
-           f"{len(no_probe)} annotated genes have no {'/'.join(sorted(regions))} probe in the matrix ({examples(no_probe)}); "
-           f"{len(unannotated)} matrix probes have no annotation row ({examples(unannotated)})")
+    rn = '/'.join(given)
+    msg = (f"promoter features ({rn}): {len(genes)} genes from {int(var.n_probes.sum())} probes; "
+           f"{len(no_probe)} annotated genes have no {rn} probe in the matrix" + (f" ({examples(no_probe)})" if no_probe else '') +
+           f"; {len(unannotated)} matrix probes have no annotation row" + (f" ({examples(unannotated)})" if unannotated else ''))
     _log.info(msg)
     uns = {k: v for k, v in adata.uns.items() if k not in ('missing',)}
-    uns['promoter'] = dict(region=sorted(regions), n_genes=len(genes), probes_used=int(var.n_probes.sum()), min_probes=min_probes,
+    uns['promoter'] = dict(region=given, n_genes=len(genes), probes_used=int(var.n_probes.sum()), min_probes=min_probes,
                            genes_without_probe=len(no_probe), genes_without_probe_examples=no_probe[:20],
                            probes_without_annotation=len(unannotated), probes_without_annotation_examples=unannotated[:20],
                            missing_features=int(np.isnan(F).sum()), summary=msg)
@@ -760,6 +762,7 @@ def simulate_methylation_files(data_dir:str|Path, # a cohort folder with truth.c
                                tissue_dmr_fraction:float=0.05, # ... plus large ones on this share of probes per tissue
                                missing_rate:float=0.002, # share of values left missing
                                series:str='GSE900001', # accession of the series matrix
+                               messy:bool=False, # add one of each bad input the readers must name (see `_write_sim`)
                               ) -> dict:
     "Write methylation for some subjects and tissues of the cohort in `data_dir` (both formats + annotation + truth); returns what was written."
     data_dir = Path(data_dir)
@@ -809,32 +812,51 @@ def simulate_methylation_files(data_dir:str|Path, # a cohort folder with truth.c
          + rng.normal(0, 0.1, (len(sm), 1)) + rng.normal(0, noise_sd, (len(sm), P)))
     B = np.round(1/(1 + np.exp(-L)), 4)
     B[rng.uniform(size=B.shape) < missing_rate] = np.nan
-    return _write_sim(data_dir, d, B, sm, organs, eff, age_genes, gsign, gsize, expr, series, rng, dict(
+    return _write_sim(data_dir, d, B, sm, organs, eff, age_genes, gsign, gsize, expr, series, rng,
+                      np.random.default_rng([int(seed), 0x6D657468, 1]) if messy else None, dict(
         seed=seed, samples_per_tissue=samples_per_tissue, tissues=organs, n_genes=n_genes, n_intergenic=n_intergenic,
         age_gene_fraction=age_gene_fraction, age_effect=list(age_effect), n_intergenic_age=n_intergenic_age, noise_sd=noise_sd,
-        tissue_sd=tissue_sd, tissue_dmr_fraction=tissue_dmr_fraction, missing_rate=missing_rate, series=series))
+        tissue_sd=tissue_sd, tissue_dmr_fraction=tissue_dmr_fraction, missing_rate=missing_rate, series=series, messy=messy))
 
 # %% ../../nbs/data/14_methylation.ipynb #m048
 def _gz_write(path, text:str):
     with atomic_write(path, 'wb') as f, gzip.GzipFile(fileobj=f, mode='wb', compresslevel=1, mtime=0, filename='') as z: z.write(text.encode())
 
-def _write_sim(data_dir, d, B, sm, organs, eff, age_genes, gsign, gsize, expr, series, rng, params):
+def _set_field(line:str, sep:str, k:int, text:str) -> str:
+    f = line.split(sep); f[k] = text; return sep.join(f)
+
+def _write_sim(data_dir, d, B, sm, organs, eff, age_genes, gsign, gsize, expr, series, rng, mrng, params):
     out = data_dir/'methylation'; out.mkdir(parents=True, exist_ok=True)
     vals = pd.DataFrame(B.T, index=d.probe, columns=sm.sample_id)
-    body = vals.to_csv(na_rep='NA', index_label='probe_id')   # values rounded to 4 decimals; numpy's own formatting is fast
-    _gz_write(out/'beta_matrix.csv.gz', body)
     tis = sm.organ.map(MSIM_TISSUES)
-    sheet = pd.DataFrame({'sample_id': sm.sample_id, 'subject_id': sm.subject_id, 'tissue': tis, 'age': sm.age.map(lambda a: f'{a:g}'), 'sex': sm.sex})
+    ages = sm.age.map(lambda a: f'{a:g}')
+    mess = {}
+    if mrng is not None:
+        p_oor, p_txt = (int(i) for i in mrng.choice(len(d), 2, replace=False))
+        s_oor, s_txt, s_age = (int(i) for i in mrng.choice(len(sm), 3, replace=False))
+        vals.iat[p_oor, s_oor] = 1.7
+        ages = ages.copy(); ages.iat[s_age] = 'unknown'
+        mess = dict(out_of_range=dict(probe=d.probe.iat[p_oor], sample=sm.sample_id.iat[s_oor], found='1.7'),
+                    non_numeric=dict(probe=d.probe.iat[p_txt], sample=sm.sample_id.iat[s_txt], found='ERR'),
+                    malformed_age=dict(sample=sm.sample_id.iat[s_age], found='unknown'),
+                    matrix_column_without_sheet_row='GSM8999999', sheet_row_without_matrix_column='GSM8999998')
+    bv = vals.assign(GSM8999999=vals.iloc[:, 0]) if mess else vals
+    body = bv.to_csv(na_rep='NA', index_label='probe_id').split('\n')   # values rounded to 4 decimals; numpy's own formatting is fast
+    if mess: body[p_txt + 1] = _set_field(body[p_txt + 1], ',', s_txt + 1, 'ERR')
+    _gz_write(out/'beta_matrix.csv.gz', '\n'.join(body))
+    sheet = pd.DataFrame({'sample_id': sm.sample_id, 'subject_id': sm.subject_id, 'tissue': tis, 'age': ages, 'sex': sm.sex})
+    if mess: sheet = pd.concat([sheet, pd.DataFrame([dict(sample_id='GSM8999998', subject_id=sm.subject_id.iat[0], tissue=tis.iat[0], age='50', sex='female')])], ignore_index=True)
     write_csv(sheet, out/'sample_sheet.csv')
     q = lambda xs: '\t'.join(f'"{x}"' for x in xs)
     head = [f'!Series_title\t"Simulated DNA methylation (organage)"', f'!Series_geo_accession\t"{series}"', '!Series_platform_id\t"GPL13534"', '',
             f'!Sample_title\t{q(sm.organ + "_" + sm.subject_id)}', f'!Sample_geo_accession\t{q(sm.sample_id)}', '!Sample_status\t' + q(['Public on Jan 01 2026']*len(sm)),
             f'!Sample_source_name_ch1\t{q(tis)}', '!Sample_organism_ch1\t' + q(['Homo sapiens']*len(sm)),
             f'!Sample_characteristics_ch1\t{q("tissue: " + tis)}', f'!Sample_characteristics_ch1\t{q("subject id: " + sm.subject_id)}',
-            f'!Sample_characteristics_ch1\t{q("gender: " + sm.sex.str.capitalize())}', f'!Sample_characteristics_ch1\t{q(sm.age.map(lambda a: f"age (y): {a:g}"))}',
+            f'!Sample_characteristics_ch1\t{q("gender: " + sm.sex.str.capitalize())}', f'!Sample_characteristics_ch1\t{q("age (y): " + ages)}',
             '!Sample_platform_id\t' + q(['GPL13534']*len(sm)), '!series_matrix_table_begin', '"ID_REF"\t' + q(sm.sample_id)]
     tab = vals.to_csv(sep='\t', na_rep='', header=False).splitlines()
     tab = [f'"{l.split(chr(9), 1)[0]}"\t{l.split(chr(9), 1)[1]}' for l in tab]
+    if mess: tab[p_txt] = _set_field(tab[p_txt], '\t', s_txt + 1, 'ERR')
     _gz_write(out/f'{series}_series_matrix.txt.gz', '\n'.join(head + tab + ['!series_matrix_table_end', '']))
     write_csv(_manifest(d, rng), out/'probe_annotation.csv')
     age = eff != 0
@@ -846,7 +868,7 @@ def _write_sim(data_dir, d, B, sm, organs, eff, age_genes, gsign, gsize, expr, s
                           'expression_age_gene': [g in expr for g in age_genes]})
     write_csv(genes, data_dir/'truth_methylation_genes.csv')
     meta = dict(generator='organage.data.methylation.simulate_methylation_files', params=params, samples=int(len(sm)), probes=int(len(d)),
-                age_cpgs=int(age.sum()), age_genes=len(age_genes), missing_values=int(np.isnan(B).sum()),
+                age_cpgs=int(age.sum()), age_genes=len(age_genes), missing_values=int(np.isnan(B).sum()), imperfections=mess,
                 files=sorted(str(p.relative_to(data_dir)) for p in out.iterdir()) + ['truth_methylation_cpgs.csv', 'truth_methylation_genes.csv'])
     write_json(meta, out/'simulation.json')
     return meta
