@@ -97,7 +97,8 @@ class _Buffer:
     def __init__(self, n_cols, cap=4096): self.a, self.n = np.empty((cap, max(n_cols, 1)), np.float32), 0
     def add(self, v):
         k = len(v)
-        if self.n + k > self.a.shape[0]: self.a.resize((max(2*self.a.shape[0], self.n + k), self.a.shape[1]), refcheck=False)
+        if self.n + k > self.a.shape[0]:   # +25% at a time: realloc moves pages (mremap), so growing often costs little and overshoots little
+            self.a.resize((max(int(1.25*self.a.shape[0]), self.n + k), self.a.shape[1]), refcheck=False)
         self.a[self.n:self.n + k] = v; self.n += k
     def final(self, n_cols):
         self.a.resize((self.n, self.a.shape[1]), refcheck=False)
@@ -117,6 +118,7 @@ class _TableReader:
     def __post_init__(self):
         self.probes, self.first_line, self.dups, self.bad = [], {}, [], {'non_numeric': [], 'out_of_range': []}
         self.n_bad = {'non_numeric': 0, 'out_of_range': 0}; self.n_values = 0; self.ended = False
+        self.miss_probe, self.miss_sample = [], np.zeros(len(self.cols), np.int64)   # missing counts, kept as the batches go
         self.buf = _Buffer(len(self.cols))
         self.names = [self.samples[c] for c in self.cols]
 
@@ -150,6 +152,7 @@ class _TableReader:
             self._record('out_of_range', [probes[k] for k in r], [line_nos[k] for k in r], c.tolist(), [f"{V[a, b]:g}" for a, b in zip(r, c)])
             V[oor] = np.nan
         self.n_values += V.size
+        nm = np.isnan(V); self.miss_probe.append(nm.sum(1)); self.miss_sample += nm.sum(0)
         self.buf.add(V.astype(np.float32))
         self.probes += probes
 
@@ -357,11 +360,13 @@ def _anndata(t:_TableReader, obs, pick, uns):
     import anndata as ad
     X = t.buf.final(len(t.cols)).T   # samples x probes, a view of the probes x samples buffer
     pos = {c: j for j, c in enumerate(t.cols)}
-    X = X[[pos[c] for c in pick]] if list(pick) != list(t.cols) else X
-    miss = np.isnan(X)
-    var = pd.DataFrame({'n_missing': miss.sum(0).astype(np.int64)}, index=pd.Index(t.probes, dtype=str, name='probe_id'))
-    obs = obs.copy(); obs['n_missing'] = miss.sum(1).astype(np.int64)
-    uns = {**uns, 'missing': dict(values=int(miss.sum()), probes_with_missing=int(miss.any(0).sum()), samples_with_missing=int(miss.any(1).sum()),
+    order = [pos[c] for c in pick]
+    if order != list(range(len(t.cols))): X = X[order]
+    mp = np.concatenate(t.miss_probe) if t.miss_probe else np.zeros(0, np.int64)   # counted while parsing: no samples x probes mask
+    ms = t.miss_sample[order]
+    var = pd.DataFrame({'n_missing': mp.astype(np.int64)}, index=pd.Index(t.probes, dtype=str, name='probe_id'))
+    obs = obs.copy(); obs['n_missing'] = ms.astype(np.int64)
+    uns = {**uns, 'missing': dict(values=int(mp.sum()), probes_with_missing=int((mp > 0).sum()), samples_with_missing=int((ms > 0).sum()),
                                   imputation='none yet: fit MethylationImputer on training samples (per-probe training mean)')}
     return ad.AnnData(X=X, obs=obs, var=var, uns=uns)
 
