@@ -243,11 +243,18 @@ def _sample_obs(sheet:pd.DataFrame, # one row per sample, text cells; index: 0..
                 default_batch:str='', line_of=None, # sheet row -> file line (for messages)
                ) -> tuple[pd.DataFrame, np.ndarray, dict]:
     "(obs of the usable samples in matrix order, their matrix column indices, facts for uns)."
+    by = {_slug(c): c for c in sheet.columns}
+    if 'sentrix_id' in by and 'sentrix_position' in by and 'basename' not in by:   # Illumina sheets: arrays are named <Sentrix_ID>_<Sentrix_Position>
+        sheet = sheet.assign(Basename=sheet[by['sentrix_id']].astype(str).str.strip() + '_' + sheet[by['sentrix_position']].astype(str).str.strip())
     cols = list(sheet.columns); found = {}
     for what in _ALIASES:
         c = _find_column(cols, what, columns)
         if isinstance(c, KeyError): raise DataError(f'no column {c.args[0]!r} for the {what}', path=src, expected=f"a column named as columns['{what}']", found=f"columns {examples(cols, 8)}")
         found[what] = c
+    if not (columns and 'sample' in columns):   # of the id-like columns, the one that names the most matrix columns
+        ms, by = set(matrix_samples), {_slug(c): c for c in cols}
+        cand = [by[a] for a in _ALIASES['sample'] if a in by]
+        if cand: found['sample'] = max(cand, key=lambda c: sheet[c].astype(str).str.strip().isin(ms).sum())
     if found['sample'] is None:
         raise DataError('no sample id column', path=src, expected=f"one of {', '.join(_ALIASES['sample'][:5])} (or columns={{'sample': ...}})", found=f"columns {examples(cols, 8)}")
     if found['tissue'] is None and tissue is None:
@@ -320,14 +327,20 @@ def _sample_obs(sheet:pd.DataFrame, # one row per sample, text cells; index: 0..
                                                                       unmatched_sheet_rows=len(unmatched))
 
 # %% ../../nbs/data/14_methylation.ipynb #m023
-def _read_sheet(sheet) -> tuple[pd.DataFrame, object]:
-    if isinstance(sheet, pd.DataFrame): return sheet.astype(str).where(sheet.notna(), '').reset_index(drop=True), '<sample sheet>'
+def _read_sheet(sheet) -> tuple[pd.DataFrame, object, int]:
+    "(text table, source, file line of its header); an Illumina sheet's [Header] section is skipped to its [Data] table."
+    if isinstance(sheet, pd.DataFrame): return sheet.astype(str).where(sheet.notna(), '').reset_index(drop=True), '<sample sheet>', 1
     p = Path(sheet)
     if not p.is_file(): raise DataError('sample sheet not found', path=p, expected='a CSV or TSV file, one row per sample')
-    with _open_bytes(p) as f: head = f.readline()
-    sep = '\t' if b'\t' in head else ','
-    df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True, compression='infer')
-    return df.apply(lambda c: c.str.strip()), p
+    with _open_bytes(p) as f: head = [f.readline() for _ in range(200)]
+    skip = 0
+    if head[0].lstrip(b'\xef\xbb\xbf').startswith(b'[Header]'):
+        skip = next((i + 1 for i, l in enumerate(head) if l.startswith(b'[Data]')), None)
+        if skip is None: raise DataError('Illumina sample sheet without a [Data] section', path=p, expected='[Data], then the table', found='none in the first 200 lines')
+    sep = '\t' if b'\t' in head[skip] else ','
+    df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True, compression='infer', skiprows=skip)
+    df = df.loc[:, [c for c in df.columns if not (str(c).startswith('Unnamed:') and (df[c] == '').all())]]   # trailing commas
+    return df.apply(lambda c: c.str.strip()), p, skip + 1
 
 def _probe_filter(probes):
     if probes is None: return None
@@ -385,11 +398,12 @@ def read_beta_matrix(path:str|Path, # beta matrix: probes x samples, CSV/TSV, pl
     path = Path(path)
     if not path.is_file(): raise DataError('beta matrix not found', path=path, expected='a CSV/TSV file of probes x samples')
     drops = DropLog()
-    sheet, src = _read_sheet(sample_sheet)
+    sheet, src, hl = _read_sheet(sample_sheet)
     def go():
         with _open_bytes(path) as f:
             sep, samples = _header(path, f, 1)
-            obs, pick, facts = _sample_obs(sheet, src, samples, path, drops, columns, tissue, tissue_organs, keep_missing_age, default_batch='')
+            obs, pick, facts = _sample_obs(sheet, src, samples, path, drops, columns, tissue, tissue_organs, keep_missing_age, default_batch='',
+                                           line_of=lambda i: i + hl + 1)
             if not len(obs): raise DataError('no usable samples', path=path, expected='matrix columns with a sheet row, a tissue and an age',
                                              found='none; dropped: ' + (', '.join(f'{k} {v}' for k, v in drops.counts.items()) or 'nothing'))
             t = _TableReader(path, sep, samples, np.sort(pick), _probe_filter(probes), duplicate_probes).read(f, 2, batch_bytes)
@@ -402,7 +416,7 @@ def read_beta_matrix(path:str|Path, # beta matrix: probes x samples, CSV/TSV, pl
                                duplicate_probe_rows=len(t.dups), subject_id_from=facts['subject_id_from'], columns=facts['columns'])}
     return _anndata(t, obs, pick, uns)
 
-# %% ../../nbs/data/14_methylation.ipynb #m029
+# %% ../../nbs/data/14_methylation.ipynb #m031
 def _geo_header(path:Path, f):
     "Parse the lines before the table: (sample table, series fields, line number of the table header)."
     series, single, chars, n, line_no = {}, {}, [], None, 0
@@ -480,7 +494,7 @@ def read_series_matrix(path:str|Path, # a GEO *_series_matrix.txt(.gz) file
                                subject_id_from=facts['subject_id_from'], columns=facts['columns'])}
     return _anndata(t, obs, pick, uns)
 
-# %% ../../nbs/data/14_methylation.ipynb #m033
+# %% ../../nbs/data/14_methylation.ipynb #m035
 _PROBE_COLS, _GENE_COLS, _REGION_COLS = ('probe', 'probe_id', 'ilmnid', 'name', 'id', 'id_ref', 'cpg'), \
     ('gene', 'ucsc_refgene_name', 'gene_symbol', 'symbol', 'genes'), ('region', 'ucsc_refgene_group', 'group', 'feature', 'regions')
 
@@ -525,7 +539,7 @@ def read_probe_annotation(annotation:str|Path|pd.DataFrame, # Illumina manifest 
     long.loc[long.gene == '', 'region'] = ''
     return long[long.probe != ''].drop_duplicates(ignore_index=True)
 
-# %% ../../nbs/data/14_methylation.ipynb #m035
+# %% ../../nbs/data/14_methylation.ipynb #m037
 def promoter_features(adata, # samples x probes betas (e.g. from `read_beta_matrix`)
                       annotation:str|Path|pd.DataFrame, # Illumina manifest or probe,gene,region table (`read_probe_annotation`)
                       region:str|Sequence[str]='TSS200', # region(s) whose probes make a gene's feature (case-insensitive)
@@ -570,7 +584,7 @@ def promoter_features(adata, # samples x probes betas (e.g. from `read_beta_matr
                            missing_features=int(np.isnan(F).sum()), summary=msg)
     return ad.AnnData(X=F, obs=obs, var=var, uns=uns)
 
-# %% ../../nbs/data/14_methylation.ipynb #m039
+# %% ../../nbs/data/14_methylation.ipynb #m041
 IMPUTER_STATE_FORMAT = 'organage.methylation_imputer/1'
 
 @dataclass
@@ -656,7 +670,7 @@ class MethylationImputer:
         with np.load(folder/'methylation_imputer.npz', allow_pickle=False) as z: arrays = {k: z[k] for k in z.files}
         return cls.from_state(meta, arrays, where=str(folder/'methylation_imputer.json'))
 
-# %% ../../nbs/data/14_methylation.ipynb #m043
+# %% ../../nbs/data/14_methylation.ipynb #m045
 def find_methylation_files(folder:str|Path) -> dict:
     "{'beta': [...], 'sheet': [...], 'series': [...], 'annotation': [...]} of the files in a methylation folder."
     folder = Path(folder)
@@ -727,7 +741,7 @@ def check_methylation(path:str|Path, # a methylation folder, a beta matrix (its 
         out['problems'].append(dict(severity='fatal', file=str(path), message=f'{path}: no beta matrix or series matrix found')); out['fatal'] = True
     return out
 
-# %% ../../nbs/data/14_methylation.ipynb #m046
+# %% ../../nbs/data/14_methylation.ipynb #m048
 MSIM_TISSUES = {'brain': 'Brain - Frontal Cortex', 'liver': 'Liver', 'kidney': 'Kidney - Cortex', 'lung': 'Lung',
                 'heart': 'Heart - Left Ventricle', 'muscle': 'Skeletal muscle'}
 
@@ -823,7 +837,7 @@ def simulate_methylation_files(data_dir:str|Path, # a cohort folder with truth.c
         age_gene_fraction=age_gene_fraction, age_effect=list(age_effect), n_intergenic_age=n_intergenic_age, noise_sd=noise_sd,
         tissue_sd=tissue_sd, tissue_dmr_fraction=tissue_dmr_fraction, missing_rate=missing_rate, series=series, messy=messy))
 
-# %% ../../nbs/data/14_methylation.ipynb #m048
+# %% ../../nbs/data/14_methylation.ipynb #m050
 def _gz_write(path, text:str):
     with atomic_write(path, 'wb') as f, gzip.GzipFile(fileobj=f, mode='wb', compresslevel=1, mtime=0, filename='') as z: z.write(text.encode())
 
