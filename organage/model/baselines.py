@@ -203,6 +203,19 @@ class StackedFusion:
         self.oof_ = self._combine(w, cvp)
         return self
 
+    @classmethod
+    def from_info(cls, info:dict, # `info_` as saved in the stage's settings.json ('stacked')
+                  modalities:list, cfg:BaselineConfig|None=None) -> 'StackedFusion':
+        "The fitted stackers again from their saved weights (what a portable model ships): `predict` answers as the fitted one."
+        from sklearn.linear_model import LinearRegression
+        self = cls(cfg); self.modalities_, self.info_, self.models_ = sorted(modalities), info, {}
+        for key, v in info.items():
+            if v.get('rule') != 'stacked': continue
+            organ, combo = key.split(':', 1); combo = tuple(combo.split('+'))
+            lr = LinearRegression(); lr.coef_, lr.intercept_ = np.array([v['weights'][m] for m in combo], float), float(v['intercept'])
+            self.models_[(organ, combo)] = (lr, float(v['sigma']))
+        return self
+
     def predict(self, unimodal:pd.DataFrame, # unimodal rows (subject_id, organ, modality, age, mu, sigma) of the subjects to fuse
                ) -> pd.DataFrame:
         "One fused row per (subject, organ): subject_id, organ, age, mu, sigma, inputs (the modalities used), rule."
