@@ -68,7 +68,7 @@ def cmd_reproduce(a):
         from organage.core import ConfigError
         raise ConfigError(f"--data {a.data}: data folder not found")
     from organage.reproduce import reproduce
-    run_dir = reproduce(cfg, a.data, out, a.notebooks, a.only, progress=not a.no_progress)
+    run_dir = reproduce(cfg, a.data, out, a.notebooks, a.only, progress=not a.no_progress, lanes=a.lanes)
     print(f"reports written to {run_dir}")
 
 # %% ../nbs/03_cli.ipynb #0008
@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--notebooks', default=None, help='folder of paper notebooks (default: nbs/paper)')
     r.add_argument('--only', action='append', default=None, help='run only notebooks whose name contains this')
     r.add_argument('--no-progress', action='store_true', help='no progress bars (logs, CI)')
+    r.add_argument('--lanes', type=int, choices=[1, 2], default=2, help='2 (default): sections tagged independent-section run beside the others, one thread each; 1: every notebook in order')
     r.set_defaults(func=cmd_reproduce)
     t = sub.add_parser('train', help='train the staged curriculum into a run folder')
     _profile_args(t)

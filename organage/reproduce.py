@@ -10,8 +10,8 @@ from .core import (RunConfig, RunManifest, OrganageError, ConfigError, fingerpri
                            PROGRESS_FILE_ENV, PROGRESS_ENV)
 
 # %% auto #0
-__all__ = ['SIMULATED_ONLY_TAG', 'NotebookFailed', 'paper_dir', 'list_paper_notebooks', 'skip_reason', 'notebook_parameters',
-           'run_notebook', 'TerminalBars', 'environ', 'reproduce', 'PaperOutputs']
+__all__ = ['SIMULATED_ONLY_TAG', 'INDEPENDENT_TAG', 'NotebookFailed', 'paper_dir', 'list_paper_notebooks', 'notebook_tags',
+           'skip_reason', 'notebook_parameters', 'run_notebook', 'TerminalBars', 'environ', 'reproduce', 'PaperOutputs']
 
 # %% ../nbs/02_reproduce.ipynb #0005
 class NotebookFailed(OrganageError):
@@ -34,12 +34,16 @@ def list_paper_notebooks(folder:str|os.PathLike|None=None, # folder of paper not
 
 # %% ../nbs/02_reproduce.ipynb #0008
 SIMULATED_ONLY_TAG = 'needs-simulated-cohort'
+INDEPENDENT_TAG = 'independent-section'   # reads only the cohort (no other section's outputs): may run beside the main sequence
+
+def notebook_tags(nb:Path) -> set:
+    "Every cell tag of a notebook."
+    import nbformat
+    return {t for c in nbformat.read(nb, as_version=4).cells for t in c.get('metadata', {}).get('tags', [])}
 
 def skip_reason(nb:Path, data_dir:Path) -> str|None:
     "Why `nb` cannot run on `data_dir` (None when it can)."
-    import nbformat
-    tags = {t for c in nbformat.read(nb, as_version=4).cells for t in c.get('metadata', {}).get('tags', [])}
-    if SIMULATED_ONLY_TAG in tags and not (Path(data_dir)/'truth.csv').exists():
+    if SIMULATED_ONLY_TAG in notebook_tags(nb) and not (Path(data_dir)/'truth.csv').exists():
         return f"needs a simulated cohort (no truth.csv in {data_dir})"
     return None
 
@@ -178,6 +182,7 @@ def reproduce(cfg:RunConfig, # settings (profile, seed, device, sizes, ...)
               notebooks:str|os.PathLike|None=None, # folder of paper notebooks (default nbs/paper)
               only:list[str]|None=None, # run only notebooks whose name contains one of these
               progress:bool=True, # bars over notebooks, their cells and long steps inside them
+              lanes:int=2, # 2: notebooks tagged `independent-section` run beside the others (one thread each); 1: all in order
              ) -> Path:
     "Run the paper: simulate the default cohort if needed, execute each paper notebook, write the manifest."
     from tqdm.auto import tqdm
@@ -204,15 +209,32 @@ def reproduce(cfg:RunConfig, # settings (profile, seed, device, sizes, ...)
     bar = tqdm(nbs, desc='paper notebooks', unit='nb', disable=not progress)
     relay = (nb_dir/'.progress.jsonl').resolve()   # absolute: papermill changes the working folder
     env = {PROGRESS_FILE_ENV: str(relay), PROGRESS_ENV: None} if progress else {PROGRESS_FILE_ENV: None, PROGRESS_ENV: 'off'}
+    runnable = []
+    for nb in nbs:
+        if (why := skip_reason(nb, data_dir)):
+            man.skipped[f'notebook:{nb.stem}'] = why; bar.write(f"skipped {nb.name}: {why}"); bar.update(1)
+        else: runnable.append(nb)
+    # sections that read only the cohort run in a second lane beside the main sequence, one thread each (torch and BLAS):
+    # on 2 cores the small networks of the main sequence leave most of a core idle, and one thread keeps their tables
+    # identical from machine to machine; `lanes=1` runs everything in order
+    side = [nb for nb in runnable if lanes > 1 and INDEPENDENT_TAG in notebook_tags(nb)]
+    main = [nb for nb in runnable if nb not in side]
+    def one(nb, lane_params, show):
+        with man.timer(f'notebook:{nb.stem}'):
+            path = run_notebook(nb, nb_dir, lane_params, progress=show)
+        bar.update(1); bar.set_postfix_str(nb.stem)
+        return str(path.relative_to(run_dir))
     try:
         with environ(**env), (TerminalBars(relay) if progress else contextlib.nullcontext()):
-            for nb in bar:
-                bar.set_postfix_str(nb.stem)
-                if (why := skip_reason(nb, data_dir)):
-                    man.skipped[f'notebook:{nb.stem}'] = why
-                    bar.write(f"skipped {nb.name}: {why}"); continue
-                with man.timer(f'notebook:{nb.stem}'):
-                    man.outputs.append(str(run_notebook(nb, nb_dir, params, progress=progress).relative_to(run_dir)))
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                futures = [pool.submit(one, nb, {**params, 'threads': 1}, False) for nb in side]
+                try:
+                    for nb in main: man.outputs.append(one(nb, params, progress))
+                except BaseException:
+                    for f in futures: f.cancel()
+                    raise
+                man.outputs += [f.result() for f in futures]
     finally:
         man.outputs += sorted(str(p.relative_to(run_dir)) for sub in ('tables', 'figures')
                               for p in (run_dir/sub).glob('*') if p.is_file())

@@ -173,6 +173,7 @@ class CohortReport:
 import importlib, inspect
 EXTRA_CHECKS = {   # name -> (folder in the cohort, module, checker returning {'counts': DataFrame, 'dropped', 'problems', ...})
     'msk_sites': ('msk', 'organage.data.msk_sites', 'check_msk_sites'),
+    'brain_channels': ('brain_channels', 'organage.data.brain_channels', 'check_brain_channels'),
     'methylation': ('methylation', 'organage.data.methylation', 'check_methylation'),
 }
 
@@ -256,7 +257,8 @@ def check_data(folder:str|Path, # cohort folder holding gtex/, chexpert/ and/or 
         if not (folder/sub).is_dir(): continue
         try:
             f = getattr(importlib.import_module(mod), fn)
-            r = f(folder/sub, decode=decode) if 'decode' in inspect.signature(f).parameters else f(folder/sub)
+            kind = inspect.signature(f).parameters.get('decode')   # 'sample'/'all'/'none', or a bool (decode every file)
+            r = f(folder/sub) if kind is None else f(folder/sub, decode=(decode == 'all') if kind.annotation in (bool, 'bool') else decode)
         except Exception as e: rep.problems.append(Problem('fatal', name, f'{folder/sub}: unexpected {type(e).__name__}: {e}')); continue
         rep.extras[name] = r
         for msg in r.get('problems', []):   # 'fatal: ...' strings, or {'severity', 'file', 'message'}

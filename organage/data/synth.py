@@ -46,6 +46,7 @@ IXI_ORIENTATION = {'Guys': 'RAS', 'HH': 'LAS', 'IOP': 'PSR'}
 # %% ../../nbs/data/05_synth.ipynb #39044e17
 EXTRAS = {   # imaging systems of seeds 002-004 simulated on a cohort's persons: module, function, and its size arguments from SimConfig
     'msk_sites': ('organage.data.msk_sites', 'simulate_msk_sites_files', lambda c: dict(size=c.image_size)),
+    'brain_channels': ('organage.data.brain_channels', 'simulate_brain_channels_files', lambda c: dict(size=min(24, c.volume_size), subjects=min(240, c.subjects))),
     'methylation': ('organage.data.methylation', 'simulate_methylation_files', lambda c: dict(samples_per_tissue=min(80, c.subjects // 2))),
 }
 ALL_EXTRAS = tuple(EXTRAS)
@@ -114,7 +115,8 @@ class SimConfig:
     biomarker_noise: float = 1.0       # scales every biomarker's measurement noise
     messy: bool = False                # add the imperfections real releases have (see `simulate_cohort`)
     extras: tuple = ()                 # further imaging systems on the same persons (`EXTRAS`): 'msk_sites' (seed 004's
-                                       # radiographs of knee, hip, spine, hand, full body in msk/), 'methylation' (seed 001's
+                                       # radiographs of knee, hip, spine, hand, full body in msk/), 'brain_channels' (seed 002's
+                                       # co-registered T1w + CBV), 'methylation' (seed 001's
                                        # beta matrix + GEO series matrix in methylation/); `organage simulate` writes all
     n_jobs: int|None = None            # processes writing images (None: up to 8 for large cohorts, else 1); same files either way
 
