@@ -1,0 +1,47 @@
+"The image/volume regressor's trainer: resuming runs only the remaining epochs and ends where an uninterrupted run ends."
+import json
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from organage.model.regressor import RegressorConfig, TensorAgeDataset, fit_regressor, predict_regressor
+
+
+def _data(n, seed):
+    g = np.random.default_rng(seed); age = g.uniform(20, 80, n)
+    x = g.normal(size=(n, 1, 4, 4)).astype(np.float32); x[:, 0, 0, 0] = (age - 50) / 15
+    return TensorAgeDataset(x, age)
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 1))
+
+
+def test_resume_runs_only_the_remaining_epochs_and_matches_an_uninterrupted_run(tmp_path):
+    tr, va = _data(96, 0), _data(32, 1)
+    rc = RegressorConfig(epochs=6, patience=6, batch_size=16, lr=3e-3, device='cpu')
+    whole = fit_regressor(_net(), tr, va, tmp_path/'whole', rc)
+    # an "interrupted" run: 3 epochs, then its completion marker removed, as if killed after epoch 3's checkpoint
+    part = tmp_path/'part'
+    fit_regressor(_net(), tr, va, part, rc.model_copy(update={'epochs': 3}))
+    (part/'done.json').unlink(); (part/'weights.pt').unlink()
+    seen = []
+    net = _net()   # a hook counts the training batches the resumed run really computes
+    net.register_forward_hook(lambda m, i, o: seen.append(len(o)) if m.training else None)
+    resumed = fit_regressor(net, tr, va, part, rc)
+    assert len(seen) == 3 * (96 // 16), len(seen)          # epochs 4-6 only: 6 batches each
+    assert resumed.epochs_run == whole.epochs_run
+    a = predict_regressor(resumed.model, va, rc)[0]; b = predict_regressor(whole.model, va, rc)[0]
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    assert json.loads((part/'done.json').read_text())['best_epoch'] == whole.best_epoch
+
+
+def test_sigma_is_the_validation_residual_rmse(tmp_path):
+    tr, va = _data(96, 0), _data(32, 1)
+    rc = RegressorConfig(epochs=3, batch_size=16, device='cpu')
+    fit = fit_regressor(_net(), tr, va, tmp_path, rc)
+    mu, sd = predict_regressor(fit.model, va, rc, sigma=fit.sigma)
+    y = va.age.numpy()
+    np.testing.assert_allclose(fit.sigma, np.sqrt(np.mean((mu - y) ** 2)), rtol=1e-5)
+    assert np.allclose(sd, fit.sigma)
