@@ -317,8 +317,6 @@ def load_wholebody(path, # a NIfTI volume (image or labels)
                   ) -> np.ndarray:
     "The voxels of a whole-body file on a RAS grid, through its affine (orientation and voxel size from the header); a bad file is a `DataError`."
     import nibabel as nib
-    from nibabel.processing import resample_from_to
-    from organage.data.preprocess import fov_centre, block_mean
     p = Path(path)
     if (pr := _nifti_problem(p)) is not None: raise DataError(pr[1].split(': ', 1)[1], path=p)
     try:
@@ -327,6 +325,8 @@ def load_wholebody(path, # a NIfTI volume (image or labels)
             shape = tuple(int(s) for s in shape)
             vs = np.asarray(fov_mm, float)/np.asarray(shape)
             if tuple(img.shape[:3]) != shape or not np.allclose(np.linalg.norm(img.affine[:3, :3], axis=0), vs, rtol=1e-3):
+                from nibabel.processing import resample_from_to
+                from organage.data.preprocess import fov_centre, block_mean   # (imports MONAI: only when resampling)
                 aff = wholebody_affine(shape, fov_mm, 'RAS'); aff[:3, 3] += fov_centre(img)
                 if not labels: img = block_mean(img, float(vs.min()))
                 img = resample_from_to(img, (shape, aff), order=0 if labels else 1, mode='constant', cval=0)
