@@ -184,17 +184,17 @@ def map_to_atlas(volumes:np.ndarray, # (n, X, Y, Z) subjects' volumes
 def importance_shares(maps:np.ndarray, # (n, *spatial) non-negative maps
                       labels:np.ndarray, # (n, *spatial) label volumes on the same grid
                       aging=AGING_LABELS) -> pd.DataFrame:
-    "Per subject: share of map mass in the aging regions (and per region), chance (their share of the body volume), mass inside the body."
+    "Per subject: share of the map's in-body mass in the aging regions (and per region), chance (their share of the body volume), in-body and total shares."
     m, l = np.asarray(maps, np.float64), np.asarray(labels)
     if m.shape != l.shape: raise DataError('maps and label volumes differ in shape', expected=str(m.shape), found=str(l.shape))
     if (m < 0).any(): raise DataError('maps must be non-negative (Grad-CAM with sign positive or absolute)')
     ax = tuple(range(1, m.ndim))
-    tot = m.sum(ax); body = (l >= 1).sum(ax)
+    tot = m.sum(ax); inb = (m*(l >= 1)).sum(ax); body = (l >= 1).sum(ax)
     age = np.isin(l, aging)
     with np.errstate(invalid='ignore', divide='ignore'):
-        d = dict(share=(m*age).sum(ax)/tot, chance=age.sum(ax)/body, in_body=(m*(l >= 1)).sum(ax)/tot)
+        d = dict(share=(m*age).sum(ax)/inb, chance=age.sum(ax)/body, in_body=inb/tot, share_total=(m*age).sum(ax)/tot)
         for lab, reg in REGIONS[['label', 'region']].itertuples(index=False):
-            d[f'share_{reg}'] = (m*(l == lab)).sum(ax)/tot; d[f'chance_{reg}'] = (l == lab).sum(ax)/body
+            d[f'share_{reg}'] = (m*(l == lab)).sum(ax)/inb; d[f'chance_{reg}'] = (l == lab).sum(ax)/body
     return pd.DataFrame(d)
 
 def share_vs_chance(shares:pd.DataFrame, # `importance_shares` rows (+ grouping columns)
