@@ -139,7 +139,7 @@ def render_body(p, # one subject: m_muscle, m_heart, m_liver, m_kidney, male, bm
 @dataclass
 class WholeBodySimConfig:
     "Settings of the whole-body simulator (defaults: `quick`)."
-    n_subjects: int = 200              # subjects drawn from the cohort (all in the age range when fewer)
+    n_subjects: int = 180              # subjects drawn from the cohort (all in the age range when fewer)
     shape: tuple = WB_SHAPES['quick']  # voxels (X, Y, Z); full: (224, 168, 363)
     fov_mm: tuple = WB_FOV_MM          # field of view (mm)
     age_range: tuple = (45.0, 82.0)    # chronological ages eligible (seed 003: 46-81)
@@ -193,7 +193,7 @@ def wholebody_parameters(subjects:pd.DataFrame, # subject_id, sex, age (cohort's
 def simulate_wholebody_files(data_dir, # a simulated cohort folder (subjects.csv, truth.csv)
                              seed:int=0, # the whole-body simulator's random stream
                              shape=WB_SHAPES['quick'], # voxels; full: (224, 168, 363)
-                             n_subjects:int=200, # subjects (quick: 200; full: 3120 as the paper)
+                             n_subjects:int=180, # subjects (quick: 180; full: 3120 as the paper)
                              **kw, # any other `WholeBodySimConfig` field
                             ) -> Path:
     "Write neck-to-knee volumes, label volumes and `wholebody.csv` into `data_dir/wholebody/`; returns that folder."

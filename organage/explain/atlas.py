@@ -255,9 +255,10 @@ def plot_atlas_maps(table:pd.DataFrame, # rows of `population_maps` (atlas, kind
     if n == 0: raise DataError('no population maps to plot')
     fig, axes = plt.subplots(2, n, figsize=(1.8*n + 0.6, 6), squeeze=False)
     vmax = vmax or float(max(np.max(c) for c in table.cam))
+    mean_img = np.mean([np.asarray(i) for i in table.image], 0)
+    yc = int(np.argmax(mean_img.sum((0, 2))))   # one coronal slice for every column: the body's thickest
     for j, r in enumerate(table.itertuples(index=False)):
         im, cam = np.asarray(r.image), np.asarray(r.cam)
-        yc = int(np.argmax(cam.sum((0, 2)))) if cam.sum() > 0 else im.shape[1]//2
         for i, (a, b) in enumerate(((im[:, yc, :], cam[:, yc, :]), (im[im.shape[0]//2], cam[cam.shape[0]//2]))):
             ax = axes[i, j]
             ax.imshow(a.T, origin='lower', cmap='gray', aspect='auto'); ax.imshow(b.T, origin='lower', cmap=cmap, alpha=alpha, vmin=0, vmax=vmax, aspect='auto')

@@ -25,7 +25,7 @@ class WholeBodySettings(BaseModel):
     "Sizes and training settings of the whole-body stack (seed 003) for one profile."
     model_config = ConfigDict(extra='forbid')
     shape: tuple[int, int, int] = WB_SHAPES['quick']
-    n_subjects: int = Field(200, ge=20)
+    n_subjects: int = Field(180, ge=20)
     fractions: tuple[float, float, float] = (0.6, 0.15, 0.25)   # train / val / test subjects
     epochs: int = Field(6, ge=1)
     patience: int = Field(4, ge=1)
@@ -37,7 +37,8 @@ class WholeBodySettings(BaseModel):
     cam_layer: str = 'layer2'
     cam_sign: str = Field('absolute', description="Grad-CAM sign: 'absolute' (both directions) or 'positive' (the paper's ReLU)")
     vgg: tuple = (8, 'M', 16, 'M', 32, 'M', 64, 'M')
-    epochs_2d: int = Field(10, ge=1)
+    epochs_2d: int = Field(20, ge=1)
+    patience_2d: int = Field(25, ge=1, description='the 2.5D network sits near the mean for its first ~5 epochs (batch norm warming up): a short patience stops it there')
     batch_size_2d: int = Field(16, ge=1)
     lr_2d: float = Field(3e-4, gt=0, description='1e-3 diverged on validation in quick (val MAE 8.3 vs 4.2 at 3e-4)')
     atlas_size: int = Field(4, ge=2, description='training volumes per sex x BMI group an atlas is built from')
@@ -55,7 +56,7 @@ WB_PROFILES = {
     'full': dict(shape=WB_SHAPES['full'], n_subjects=3120, fractions=(1536/3120, 384/3120, 1200/3120), epochs=100, patience=10,
                  batch_size=2, accumulate=32, lr=1e-4, widen=1.0, hidden=256, cam_layer='layer3',
                  vgg=(64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M'),
-                 epochs_2d=100, batch_size_2d=32, lr_2d=1e-4, atlas_size=60, atlas_iterations=3, reg_affine_iterations=100,
+                 epochs_2d=100, patience_2d=10, batch_size_2d=32, lr_2d=1e-4, atlas_size=60, atlas_iterations=3, reg_affine_iterations=100,
                  reg_shrink=(4, 2, 1), demons_iterations=100, reg_sampling=0.01, n_bootstrap=10000, num_workers=8, precision='bf16-mixed'),
 }
 
@@ -138,7 +139,7 @@ def noise_floor_wholebody(truth:pd.DataFrame, # truth.csv (subject_id, organ, bi
 # %% ../../nbs/model/13_wholebody.ipynb #wb13017
 def _rc(s:WholeBodySettings, seed:int, device:str, two_d:bool=False):
     from organage.model.regressor import RegressorConfig
-    return RegressorConfig(loss='mae', lr=s.lr_2d if two_d else s.lr, epochs=s.epochs_2d if two_d else s.epochs, patience=s.patience,
+    return RegressorConfig(loss='mae', lr=s.lr_2d if two_d else s.lr, epochs=s.epochs_2d if two_d else s.epochs, patience=s.patience_2d if two_d else s.patience,
                            batch_size=s.batch_size_2d if two_d else s.batch_size, accumulate=1 if two_d else s.accumulate,
                            seed=seed, device=device, precision=s.precision, num_workers=s.num_workers, progress=False)
 
