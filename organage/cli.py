@@ -43,10 +43,11 @@ def cmd_simulate(a):
     "Write a simulated cohort in the real file formats, with ground truth."
     cfg = _config(a)
     out = _out_folder(a.out, 'OUT')
-    from organage.data.synth import simulate_cohort
+    from organage.data.synth import simulate_cohort, ALL_EXTRAS
     simulate_cohort(out, subjects=a.subjects or cfg.subjects, seed=cfg.seed, world_seed=getattr(a, 'world_seed', None),
                     paired_fraction=cfg.paired_fraction if a.paired_fraction is None else a.paired_fraction,
-                    n_genes=cfg.n_genes, image_size=cfg.image_size, volume_size=cfg.volume_size, mri_fov_mm=cfg.mri_fov_mm)
+                    n_genes=cfg.n_genes, image_size=cfg.image_size, volume_size=cfg.volume_size, mri_fov_mm=cfg.mri_fov_mm,
+                    extras=ALL_EXTRAS)   # every imaging system on the same persons (seeds 002-004)
     print(f"simulated cohort written to {out}")
 
 def cmd_check_data(a):

@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['split_subjects', 'ExpressionPreprocessor', 'log_cpm', 'combat_correct', 'image_transforms', 'PixelStandardize',
            'radiograph_transform', 'volume_transform', 'resample_to_grid', 'register_to_template', 'ToGrid',
-           'CohortData', 'split_table', 'split_adata', 'split_images', 'SubjectDataset', 'collate_subjects']
+           'CohortData', 'split_table', 'split_adata', 'split_images', 'SubjectDataset', 'collate_subjects',
+           'promoter_features', 'MethylationImputer', 'dataset_images']
 
 # %% ../nbs/api/01_pp.ipynb #7344b8b6
 from .data.splits import split_subjects
@@ -13,6 +14,7 @@ from .data.preprocess import (ExpressionPreprocessor, log_cpm, combat_correct, i
                                       radiograph_transform, volume_transform, resample_to_grid, register_to_template, ToGrid)
 from .data.prepare import CohortData, split_table, split_adata, split_images
 from .data.datasets import SubjectDataset, collate_subjects
-
-_all_ = ['split_subjects', 'ExpressionPreprocessor', 'log_cpm', 'combat_correct', 'image_transforms', 'PixelStandardize', 'radiograph_transform', 'volume_transform', 'resample_to_grid', 'register_to_template', 'ToGrid', 'CohortData', 'split_table', 'split_adata', 'split_images', 'SubjectDataset', 'collate_subjects']
+from .data.methylation import promoter_features, MethylationImputer
+from .data.prepare import dataset_images
+_all_ = ['split_subjects', 'ExpressionPreprocessor', 'log_cpm', 'combat_correct', 'image_transforms', 'PixelStandardize', 'radiograph_transform', 'volume_transform', 'resample_to_grid', 'register_to_template', 'ToGrid', 'CohortData', 'split_table', 'split_adata', 'split_images', 'SubjectDataset', 'collate_subjects', 'promoter_features', 'MethylationImputer', 'dataset_images']
 

@@ -6,7 +6,9 @@
 __all__ = ['read_cohort', 'check_data', 'read_subject_links', 'read_gtex', 'read_gct', 'read_chexpert', 'load_radiograph',
            'read_ixi', 'load_volume', 'simulate_cohort', 'read_truth', 'read_truth_genes', 'read_predictions',
            'check_predictions', 'load_model', 'open_run', 'read_biomarkers', 'read_units', 'read_phenotypes',
-           'read_known_effects']
+           'read_known_effects', 'read_msk_sites', 'check_msk_sites', 'site_images', 'simulate_msk_sites_files',
+           'read_beta_matrix', 'read_series_matrix', 'read_methylation', 'read_probe_annotation', 'check_methylation',
+           'simulate_methylation_files']
 
 # %% ../nbs/api/00_read.ipynb #72fd7a6f
 from .data.cohort import read_cohort, check_data, read_subject_links
@@ -22,5 +24,8 @@ from .model.predict import open_run
 
 from .data.biomarkers import read_biomarkers, read_units, read_phenotypes
 from .evaluate.associations import read_known_effects
-_all_ = ['read_cohort', 'check_data', 'read_subject_links', 'read_gtex', 'read_gct', 'read_chexpert', 'load_radiograph', 'read_ixi', 'load_volume', 'simulate_cohort', 'read_truth', 'read_truth_genes', 'read_predictions', 'check_predictions', 'load_model', 'open_run', 'read_biomarkers', 'read_units', 'read_phenotypes', 'read_known_effects']
+from .data.msk_sites import read_msk_sites, check_msk_sites, site_images, simulate_msk_sites_files
+from .data.methylation import (read_beta_matrix, read_series_matrix, read_methylation, read_probe_annotation,
+                                       check_methylation, simulate_methylation_files)
+_all_ = ['read_cohort', 'check_data', 'read_subject_links', 'read_gtex', 'read_gct', 'read_chexpert', 'load_radiograph', 'read_ixi', 'load_volume', 'simulate_cohort', 'read_truth', 'read_truth_genes', 'read_predictions', 'check_predictions', 'load_model', 'open_run', 'read_biomarkers', 'read_units', 'read_phenotypes', 'read_known_effects', 'read_msk_sites', 'check_msk_sites', 'site_images', 'simulate_msk_sites_files', 'read_beta_matrix', 'read_series_matrix', 'read_methylation', 'read_probe_annotation', 'check_methylation', 'simulate_methylation_files']
 

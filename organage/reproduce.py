@@ -190,10 +190,11 @@ def reproduce(cfg:RunConfig, # settings (profile, seed, device, sizes, ...)
     if data_dir is None:
         data_dir = Path(cfg.data_dir)/cfg.profile
         if not (data_dir/'truth.csv').exists():
-            from organage.data.synth import simulate_cohort
+            from organage.data.synth import simulate_cohort, ALL_EXTRAS
             with man.timer('simulate'):
                 simulate_cohort(data_dir, subjects=cfg.subjects, seed=cfg.seed, paired_fraction=cfg.paired_fraction,
-                                n_genes=cfg.n_genes, image_size=cfg.image_size, volume_size=cfg.volume_size, mri_fov_mm=cfg.mri_fov_mm)
+                                n_genes=cfg.n_genes, image_size=cfg.image_size, volume_size=cfg.volume_size, mri_fov_mm=cfg.mri_fov_mm,
+                                extras=ALL_EXTRAS)
     data_dir = Path(data_dir).resolve()
     if not data_dir.is_dir(): raise ConfigError(f"--data {data_dir}: data folder not found")
     man.params.update(data_dir=str(data_dir), run_dir=str(run_dir.resolve()))

@@ -249,3 +249,70 @@ def test_report_of_a_subject_without_age(bundle, pm, tmp_path):
     assert main(['report', ids[0], '--run', str(tmp_path/'o'), '--out', str(tmp_path/'s')]) == 0
     md = (tmp_path/'s'/f'{ids[0]}.md').read_text()
     assert 'chronological age not given' in md and 'uncorrected (y)' in md and 'nan years' not in md
+
+
+@pytest.fixture(scope='module')
+def blended(bundle):
+    "The same cohort trained with the baselines stage: the bundle ships the network blended with the elastic net."
+    sets = [a for k, v in CFG.items() if k != 'device' for a in ('--set', f'{k}={v}')]
+    assert main(['train', '--data', str(bundle/'A'), '--run', str(bundle/'runb'), '--stages', 'aligned', 'baselines', '--device', 'cpu', *sets]) == 0
+    return bundle/'runb'
+
+
+def test_blended_bundle_reproduces_both_parts_of_the_run(blended):
+    """The shipped answer is w * network + (1 - w) * baselines, each part exactly what the run's own stages answer for its
+    test subjects (the network through predict_dataset; the baselines' stacked late fusion in baselines/predictions.csv)."""
+    pm = load_portable(blended/'model')
+    assert {'linear', 'blend'} <= set(pm.meta['files']) and pm.meta['format'] == FORMAT
+    assert pm.blend['baseline_refit_max_abs_diff'] < 1e-3
+    assert set(pm.blend['baselines']) == {'enet_rna', 'pcr_xray', 'pcr_mri'}
+    organs = pm.blend['organs']
+    assert all(0 <= v['w_network'] <= 1 for v in organs.values())
+    with np.load(blended/'model'/'linear.npz', allow_pickle=False) as z:
+        assert z['pcr_mri.coef'].shape == (len(z['pcr_mri.organs']), int(z['pcr_mri.n_features']))
+    cfg, tcfg, data = open_run(blended, device='cpu')
+    test = data.splits.subject_id[data.splits.split == 'test']
+    got = predict(pm, _subset(read_cohort(blended.parent/'A'), test))
+    net = predict_dataset(load_model(blended/'aligned'), data.ds['test'])
+    stage = pd.read_csv(blended/'baselines'/'predictions.csv', dtype={'subject_id': str})
+    stage = stage[(stage.model == 'stacked') & (stage.split == 'test')]
+    m = got.merge(net[['subject_id', 'organ', 'mu']], on=['subject_id', 'organ'], suffixes=('', '_run'))
+    assert len(m) == len(got) == len(net)
+    assert_allclose(m.mu_network, m.mu_run, rtol=1e-5)
+    e = m.merge(stage[['subject_id', 'organ', 'mu']], on=['subject_id', 'organ'], suffixes=('', '_stage'))
+    assert len(e) == int(m.mu_enet.notna().sum()) == len(stage) > 20   # every row a baseline reads has the stage's answer
+    assert_allclose(e.mu_enet, e.mu_stage, atol=1e-3)                    # images too: PCA + ridge shipped as weights
+    w = m.organ.map({o: v['w_network'] for o, v in organs.items()}).where(m.mu_enet.notna(), 1.0).to_numpy(float)
+    assert_allclose(m.w_network, w)
+    assert_allclose(m.mu_raw, np.where(m.mu_enet.notna(), w * m.mu_network + (1 - w) * m.mu_enet.fillna(0), m.mu_network), rtol=1e-9)
+    assert (m.w_network < 1).any()   # the baselines are used somewhere, else this test shows nothing
+    card = json.loads((blended/'model'/'card.json').read_text())
+    assert {r['organ'] for r in card['blend']} == set(organs) and 'blended per organ' in (blended/'model'/'MODEL_CARD.md').read_text()
+
+
+def test_blended_answer_does_not_depend_on_batching(blended):
+    "One subject at a time or all together: the same blended ages (the elastic net averages a subject's own samples only)."
+    pm = load_portable(blended/'model')
+    cfg, tcfg, data = open_run(blended, device='cpu')
+    test = sorted(data.splits.subject_id[data.splits.split == 'test'])[:8]
+    ads = _subset(read_cohort(blended.parent/'A'), test)
+    together = predict(pm, ads, batch_size=4)
+    alone = pd.concat([predict(pm, _subset(ads, [s]), batch_size=1) for s in test], ignore_index=True)
+    num = ['mu_raw', 'mu_network', 'mu_enet', 'w_network', 'mu', 'lo95', 'hi95']
+    assert_allclose(alone[num].to_numpy(float), together[num].to_numpy(float), rtol=1e-5, atol=2e-4)
+
+
+def test_table1_shipped_row_is_what_predict_answers(blended):
+    "Table 1's `shipped` rows (computed by evaluate from the run's own rows) are the portable model's answers for the same subjects."
+    from organage.evaluate.tables import evaluate_run
+    evaluate_run(blended, device='cpu')
+    allp = pd.read_csv(blended/'predictions_by_model.csv', dtype={'subject_id': str})
+    shipped = allp[(allp.model == 'shipped') & (allp.split == 'test')]
+    t1 = pd.read_csv(blended/'tables'/'table1.csv')
+    assert 'shipped' in set(t1.model) and len(shipped) > 20
+    pm = load_portable(blended/'model')
+    cfg, tcfg, data = open_run(blended, device='cpu')
+    got = predict(pm, _subset(read_cohort(blended.parent/'A'), data.splits.subject_id[data.splits.split == 'test']))
+    m = shipped.merge(got, on=['subject_id', 'organ'], suffixes=('_table', ''))
+    assert len(m) == len(shipped) == len(got)
+    assert_allclose(m.mu_table, m.mu_raw, rtol=1e-5)

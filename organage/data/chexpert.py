@@ -14,7 +14,8 @@ from .loading import DropLog, examples
 _log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['CSV_NAMES', 'FINDINGS', 'find_chexpert_dataset', 'read_chexpert', 'load_radiograph']
+__all__ = ['CSV_NAMES', 'FINDINGS', 'SITES', 'SITE_ORGAN', 'SITE_COLUMNS', 'find_chexpert_dataset', 'site_name', 'read_chexpert',
+           'load_radiograph']
 
 # %% ../../nbs/data/02_chexpert.ipynb #0006
 CSV_NAMES = ('train.csv', 'valid.csv')
@@ -61,14 +62,44 @@ def _safe_rel(path_str:str, csv_path:Path, line:int) -> PurePosixPath:
                         found=repr(path_str))
     return p
 
+# %% ../../nbs/data/02_chexpert.ipynb #site02
+SITES = ('chest', 'knee', 'hip', 'spine', 'hand', 'full_body')
+SITE_ORGAN = {'chest': 'lung', 'knee': 'muscle', 'hip': 'muscle', 'spine': 'muscle', 'hand': 'muscle', 'full_body': 'muscle'}
+SITE_COLUMNS = ('Site', 'site', 'Body Site', 'BodyPartExamined')
+_SITE_ALIASES = {**{s.replace('_', ''): s for s in SITES}, 'thorax': 'chest', 'cxr': 'chest', 'knees': 'knee', 'hips': 'hip',
+                 'pelvis': 'hip', 'lspine': 'spine', 'lumbarspine': 'spine', 'hands': 'hand', 'wholebody': 'full_body',
+                 'body': 'full_body'}
+
+def site_name(value) -> str|None:
+    "The body site (one of `SITES`) a CSV value or folder name means, or None."
+    if not isinstance(value, str): return None
+    return _SITE_ALIASES.get(re.sub(r'[\s_\-]+', '', value.strip().lower()))
+
+def _row_sites(df:pd.DataFrame, rel:list, f:Path, drops:DropLog) -> tuple[pd.Series, str]:
+    "Each row's body site and where it came from (column / folder / default); rows with unknown values get NaN (dropped by the caller)."
+    col = next((c for c in SITE_COLUMNS if c in df.columns), None)
+    if col is not None:
+        raw = df[col].fillna('').astype(str).str.strip()
+        site = raw.map(site_name)
+        if col == 'Site' and site.isna().all() and (raw != '').any():   # no body site at all: an acquisition site, read as the batch (as before)
+            return pd.Series('chest', index=df.index), 'default (column Site holds acquisition sites, read as the batch)'
+        bad = site.isna()
+        drops.drop('unknown_site', int(bad.sum()), f"{f}: column {col}: {int(bad.sum())} rows dropped, unknown body site "
+                   f"(expected one of {', '.join(SITES)}; found {examples([f'line {i}: {v!r}' for i, v in raw[bad].items()])})")
+        return site, f'column {col}'
+    folder = [next((s for s in map(site_name, r.parts[1:-1]) if s), None) for r in rel]
+    if any(folder): return pd.Series([s or 'chest' for s in folder], index=df.index), 'folder'
+    return pd.Series('chest', index=df.index), 'default'
+
+
 # %% ../../nbs/data/02_chexpert.ipynb #0009
 def read_chexpert(folder:str|Path, # CheXpert dataset folder or its parent (the cohort's chexpert/)
-                  frontal_only:bool=True, # keep frontal views only
+                  frontal_only:bool=True, # keep frontal chest views only (other sites keep every view: a lateral spine is seed 004's sagittal view)
                   check_files:bool=False, # stat every image file; drop and count missing ones
                   csvs:tuple[str, ...]=CSV_NAMES, # which split files to read
                   keep_missing_age:bool=False, # keep rows without a usable age (age NaN), for prediction; training refuses them
                  ):
-    "Read CheXpert CSVs into an AnnData (one row per radiograph, no pixels) with the standard organage `obs`."
+    "Read CheXpert-style CSVs (any body site, see `SITES`) into an AnnData (one row per radiograph, no pixels) with the standard organage `obs` and `site`."
     import anndata as ad
     ds = find_chexpert_dataset(folder)
     drops, excluded, frames = DropLog(), {}, []
@@ -80,7 +111,7 @@ def read_chexpert(folder:str|Path, # CheXpert dataset folder or its parent (the 
         frames.append((f, df))
     if not frames: raise DataError('no CheXpert CSV', path=ds, expected=' or '.join(csvs), found='none of them')
     obs = []
-    renamed = set()
+    renamed, site_sources = set(), set()
     for f, df in frames:
         n0 = len(df)
         nopath = df['Path'].isna()
@@ -95,7 +126,9 @@ def read_chexpert(folder:str|Path, # CheXpert dataset folder or its parent (the 
         bad = pid.isna()
         drops.drop('no_patient_id', int(bad.sum()), f"{f}: column Path: {int(bad.sum())} rows dropped, no patient id in the path "
                    f"(expected .../patientNNNNN/...; found {examples([f'line {i}: {p!r}' for i, p in df['Path'][bad].items()])})")
-        df['subject_id'] = pid; df = df[~bad]
+        df['subject_id'] = pid; rel = [r for r, b in zip(rel, bad) if not b]; df = df[~bad].copy()
+        site, how = _row_sites(df, rel, f, drops); site_sources.add(how)
+        df['site'] = site; df = df[site.notna().to_numpy()]
         if 'Frontal/Lateral' in df:
             view = df['Frontal/Lateral'].fillna('').str.strip().str.lower()
             unk = ~view.isin(['frontal', 'lateral'])
@@ -103,7 +136,7 @@ def read_chexpert(folder:str|Path, # CheXpert dataset folder or its parent (the 
                        f"(expected Frontal or Lateral; found {examples([f'line {i}: {v!r}' for i, v in df['Frontal/Lateral'][unk].items()])})")
             df = df[~unk]
             if frontal_only:
-                lat = view[~unk] == 'lateral'
+                lat = (view[~unk] == 'lateral') & (df['site'] == 'chest')
                 if lat.any(): excluded['lateral_view'] = excluded.get('lateral_view', 0) + int(lat.sum())
                 df = df[~lat.to_numpy()]
         age = pd.to_numeric(df['Age'], errors='coerce')
@@ -143,22 +176,24 @@ def read_chexpert(folder:str|Path, # CheXpert dataset folder or its parent (the 
                        f"(expected files such as {examples(obs['path'][~exists])})")
             obs = obs[exists]
     if excluded: _log.info(f'{ds}: left out {excluded} (frontal_only=True)')
-    return _to_anndata(obs, ds, drops, excluded, frontal_only)
+    return _to_anndata(obs, ds, drops, excluded, frontal_only, site_sources)
 
-def _to_anndata(obs, ds, drops, excluded, frontal_only):
+def _to_anndata(obs, ds, drops, excluded, frontal_only, site_sources=('default',)):
     import anndata as ad
-    batch = obs['Site'] if 'Site' in obs else (obs['AP/PA'] if 'AP/PA' in obs else pd.Series('chexpert', index=obs.index))
+    site_is_batch = 'Site' in obs and not any(s == 'column Site' for s in site_sources)
+    batch = obs['Site'] if site_is_batch else (obs['AP/PA'] if 'AP/PA' in obs else pd.Series('chexpert', index=obs.index))
     study = obs['Path'].str.extract(r'(?:^|/)(study\d+)(?:/|$)', expand=False)
-    core = pd.DataFrame({'subject_id': obs['subject_id'], 'organ': 'lung', 'modality': 'xray', 'age': obs['age'],
+    core = pd.DataFrame({'subject_id': obs['subject_id'], 'organ': obs['site'].map(SITE_ORGAN), 'modality': 'xray', 'age': obs['age'],
                          'sex': obs['sex'], 'batch': batch.fillna('unknown').astype(str).str.strip().replace('', 'unknown'),
-                         'path': obs['path'], 'study': study.fillna(''), 'split': obs['split']})
-    src = obs.drop(columns=['subject_id', 'age', 'sex', 'path', 'split', 'line'])
+                         'path': obs['path'], 'study': study.fillna(''), 'split': obs['split'], 'site': obs['site']})
+    src = obs.drop(columns=['subject_id', 'age', 'sex', 'path', 'split', 'line', 'site'])
     for c in FINDINGS:
         if c in src: src[c] = pd.to_numeric(src[c], errors='coerce')
     src.columns = [c.replace('/', '_') for c in src.columns]
     o = pd.concat([core, src], axis=1)
     o.index = pd.Index(obs['Path'].astype(str).to_numpy(), dtype=str, name='image_id')
-    uns = {**drops.to_uns(), 'excluded': excluded, 'chexpert': {'dataset': str(ds), 'frontal_only': frontal_only}}
+    uns = {**drops.to_uns(), 'excluded': excluded, 'sites': {k: int(v) for k, v in obs['site'].value_counts().sort_index().items()},
+           'chexpert': {'dataset': str(ds), 'frontal_only': frontal_only, 'site_source': '; '.join(sorted(set(site_sources)))}}
     return ad.AnnData(X=np.zeros((len(o), 0), np.float32), obs=o, uns=uns)
 
 # %% ../../nbs/data/02_chexpert.ipynb #0011

@@ -18,8 +18,8 @@ from .ixi import read_ixi, load_volume
 _log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['MODALITY_DIRS', 'LINK_COLUMNS', 'READERS', 'read_subject_links', 'link_subjects', 'cohort_parts', 'read_cohort',
-           'Problem', 'CohortReport', 'check_data']
+__all__ = ['MODALITY_DIRS', 'LINK_COLUMNS', 'READERS', 'EXTRA_CHECKS', 'read_subject_links', 'link_subjects', 'cohort_parts',
+           'read_cohort', 'Problem', 'CohortReport', 'check_data']
 
 # %% ../../nbs/data/04_cohort.ipynb #0006
 MODALITY_DIRS = {'rna': 'gtex', 'xray': 'chexpert', 'mri': 'ixi'}
@@ -120,6 +120,7 @@ class CohortReport:
     notes: dict = field(default_factory=dict)  # modality -> extra words for its heading (e.g. genes, value kind)
     linked: str = ''  # how many subjects have observations in several modalities (after subject links)
     decoded: dict = field(default_factory=dict)  # modality -> {'files': decoded, 'of': listed, 'unreadable': count}
+    extras: dict = field(default_factory=dict)  # further imaging systems (`EXTRA_CHECKS`): name -> their checker's report
 
     @property
     def fatal(self) -> bool: return any(p.severity == 'fatal' for p in self.problems)
@@ -149,6 +150,16 @@ class CohortReport:
                     L.append(f"  decoded: {'all ' if d['files'] == d['of'] else ''}{d['files']} of {d['of']} image files, {d['unreadable']} unreadable"
                              + (' (listed under problems; training leaves them out)' if d['unreadable'] else ''))
                 L.append('')
+        for name, r in self.extras.items():
+            c, files = r.get('counts'), r.get('files', [])
+            n = int(c.iloc[:, 1].sum()) if isinstance(c, pd.DataFrame) and len(c) else sum(int(f.get('samples', 0)) for f in files[:1])
+            L.append(f"== {name} ({EXTRA_CHECKS[name][0]}/): {n} observations" + (f" ({len(files)} file(s) read)" if files else ''))
+            if isinstance(c, pd.DataFrame) and len(c): L += ['  ' + l for l in c.to_string(index=False, float_format=lambda x: f'{x:.1f}').splitlines()]
+            for f in files:
+                L.append(f"  {f.get('file')}: {f.get('samples')} samples, {f.get('subjects')} subjects, {f.get('probes')} probes, organs "
+                         + ', '.join(f'{k} {v}' for k, v in (f.get('organs') or {}).items()) + f", {f.get('missing_values', 0)} missing values")
+            if r.get('dropped'): L.append('  dropped: ' + ', '.join(f'{k} {v}' for k, v in r['dropped'].items()))
+            L.append('')
         if self.linked: L += [f"== subjects across modalities (subject_links.csv): {self.linked}", '']
         nf = sum(p.severity == 'fatal' for p in self.problems)
         L.append(f'== problems: {nf} fatal, {len(self.problems) - nf} warnings' + ('' if self.problems else ' (none found)'))
@@ -157,6 +168,13 @@ class CohortReport:
 
     __str__ = text
     def __repr__(self): return f'CohortReport({self.folder}, {len(self.problems)} problems, fatal={self.fatal})'
+
+# %% ../../nbs/data/04_cohort.ipynb #2f4f2546
+import importlib, inspect
+EXTRA_CHECKS = {   # name -> (folder in the cohort, module, checker returning {'counts': DataFrame, 'dropped', 'problems', ...})
+    'msk_sites': ('msk', 'organage.data.msk_sites', 'check_msk_sites'),
+    'methylation': ('methylation', 'organage.data.methylation', 'check_methylation'),
+}
 
 # %% ../../nbs/data/04_cohort.ipynb #0011
 _DECADES = list(range(0, 110, 10))
@@ -234,6 +252,17 @@ def check_data(folder:str|Path, # cohort folder holding gtex/, chexpert/ and/or 
         else: _summarise(m, a, rep)
         _decode_check(m, a, decode, rep, show_progress=show_progress)
         subjects[m] = set(a.obs['subject_id'])
+    for name, (sub, mod, fn) in EXTRA_CHECKS.items():   # seeds 002-004's imaging systems, in their own folders
+        if not (folder/sub).is_dir(): continue
+        try:
+            f = getattr(importlib.import_module(mod), fn)
+            r = f(folder/sub, decode=decode) if 'decode' in inspect.signature(f).parameters else f(folder/sub)
+        except Exception as e: rep.problems.append(Problem('fatal', name, f'{folder/sub}: unexpected {type(e).__name__}: {e}')); continue
+        rep.extras[name] = r
+        for msg in r.get('problems', []):   # 'fatal: ...' strings, or {'severity', 'file', 'message'}
+            if isinstance(msg, dict): sev, text = msg.get('severity', 'warning'), f"{msg.get('file', folder/sub)}: {msg.get('message', '')}"
+            else: sev, text = ('fatal' if str(msg).startswith('fatal: ') else 'warning'), str(msg).removeprefix('fatal: ')
+            rep.problems.append(Problem('fatal' if sev == 'fatal' else 'warning', name, text))
     if links is not None and len(subjects) > 1:
         n = pd.Series([m for ss in subjects.values() for m in ss]).value_counts()
         rep.linked = f'{int((n > 1).sum())} of {len(n)} subjects have observations in more than one modality'

@@ -14,7 +14,7 @@ log = logging.getLogger('organage')
 
 # %% auto #0
 __all__ = ['log', 'DROPPED_COLUMNS', 'split_table', 'fit_rna_preprocessor', 'preprocess_rna', 'CohortData', 'split_adata',
-           'split_images']
+           'split_images', 'dataset_images']
 
 # %% ../../nbs/data/09_prepare.ipynb #9fce2399
 def split_table(adatas:dict, cfg:RunConfig, tcfg:TrainConfig) -> pd.DataFrame:
@@ -132,11 +132,20 @@ def split_images(data:CohortData, # a run's prepared cohort
     import numpy as np, torch
     if modality not in data.adatas:
         raise DataError(f"no {modality!r} data in this run", expected=', '.join(data.adatas), found=modality)
+    return dataset_images(data.ds[split], modality, data.organs, batch_size)
+
+def dataset_images(ds, # a `SubjectDataset` (a run's split, or new subjects in `organage.model.portable.predict`)
+                   modality:str, organs, # the dataset's organs, in order
+                   batch_size:int=64):
+    "Every image of `modality` in `ds` as the network reads it: (images (n, *spatial) float32, obs with subject_id, organ, age)."
+    import numpy as np, torch
+    from torch.utils.data import DataLoader
+    from organage.data.datasets import collate_subjects
     x, obs = [], []
-    for b in data.loader(split, batch_size, modalities=[modality]):
+    for b in DataLoader(ds.view([modality]), batch_size=batch_size, shuffle=False, collate_fn=collate_subjects):
         x.append(b[f'{modality}_x'].float()[:, 0].numpy())
         sid = np.asarray(b['subject_id'], dtype=object)[b[f'{modality}_subj'].numpy()]
-        organ = np.asarray(data.organs, dtype=object)[b[f'{modality}_organ'].numpy()]
+        organ = np.asarray(list(organs), dtype=object)[b[f'{modality}_organ'].numpy()]
         obs.append(pd.DataFrame(dict(subject_id=sid.astype(str), organ=organ.astype(str), age=b[f'{modality}_age'].numpy())))
     if not x: return np.zeros((0,), np.float32), pd.DataFrame(columns=['subject_id', 'organ', 'age'])
     return np.concatenate(x), pd.concat(obs, ignore_index=True)

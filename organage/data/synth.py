@@ -14,12 +14,12 @@ from scipy import ndimage
 from ..core import ConfigError, write_csv, write_json, atomic_write
 
 # %% auto #0
-__all__ = ['SIM_TISSUES', 'ORGANS', 'CHEXPERT_FINDINGS', 'IXI_SITES', 'IXI_ORIENTATION', 'PHENOTYPES', 'BIOMARKERS', 'SimConfig',
-           'simulate_subjects', 'simulate_truth', 'simulate_phenotypes', 'phenotype_effects', 'exposure_acceleration',
-           'simulate_biomarkers', 'biomarker_units', 'simulate_biomarker_files', 'simulate_phenotype_files',
-           'simulate_gene_table', 'simulate_counts', 'write_gct', 'world_streams', 'simulate_gtex',
-           'render_radiographs', 'render_laterals', 'simulate_chexpert', 'render_volumes', 'ixi_geometry',
-           'simulate_ixi', 'simulate_cohort']
+__all__ = ['SIM_TISSUES', 'ORGANS', 'CHEXPERT_FINDINGS', 'IXI_SITES', 'IXI_ORIENTATION', 'EXTRAS', 'ALL_EXTRAS', 'PHENOTYPES',
+           'BIOMARKERS', 'simulate_extra', 'SimConfig', 'simulate_subjects', 'simulate_truth', 'simulate_phenotypes',
+           'phenotype_effects', 'exposure_acceleration', 'simulate_biomarkers', 'biomarker_units',
+           'simulate_biomarker_files', 'simulate_phenotype_files', 'simulate_gene_table', 'simulate_counts',
+           'write_gct', 'world_streams', 'simulate_gtex', 'render_radiographs', 'render_laterals', 'simulate_chexpert',
+           'render_volumes', 'ixi_geometry', 'simulate_ixi', 'simulate_cohort']
 
 # %% ../../nbs/data/05_synth.ipynb #0006
 SIM_TISSUES = pd.DataFrame([
@@ -42,6 +42,21 @@ IXI_SITES = ('Guys', 'HH', 'IOP')
 # axis is the thick (slice) one: axial slices at Guys and HH, sagittal at IOP; HH's first axis runs to the
 # subject's left. No pipeline may care: the affine says it all.
 IXI_ORIENTATION = {'Guys': 'RAS', 'HH': 'LAS', 'IOP': 'PSR'}
+
+# %% ../../nbs/data/05_synth.ipynb #39044e17
+EXTRAS = {   # imaging systems of seeds 002-004 simulated on a cohort's persons: module, function, and its size arguments from SimConfig
+    'msk_sites': ('organage.data.msk_sites', 'simulate_msk_sites_files', lambda c: dict(size=c.image_size)),
+    'methylation': ('organage.data.methylation', 'simulate_methylation_files', lambda c: dict(samples_per_tissue=min(80, c.subjects // 2))),
+}
+ALL_EXTRAS = tuple(EXTRAS)
+
+def simulate_extra(name:str, # a key of `EXTRAS`
+                   data_dir, # a cohort folder with truth.csv and subjects.csv
+                   cfg) -> Path: # the cohort's `SimConfig` (seed, sizes)
+    "Write one further imaging system into the cohort folder, from the cohort's own persons and biological ages (its own random stream)."
+    import importlib
+    mod, fn, sizes = EXTRAS[name]
+    return getattr(importlib.import_module(mod), fn)(data_dir, seed=cfg.seed, **sizes(cfg))
 
 # %% ../../nbs/data/05_synth.ipynb #0007
 @dataclass
@@ -98,6 +113,9 @@ class SimConfig:
     biomarker_block_missing: float = 0.02  # ... plus, per person, whole organ panels not done (e.g. no spirometry)
     biomarker_noise: float = 1.0       # scales every biomarker's measurement noise
     messy: bool = False                # add the imperfections real releases have (see `simulate_cohort`)
+    extras: tuple = ()                 # further imaging systems on the same persons (`EXTRAS`): 'msk_sites' (seed 004's
+                                       # radiographs of knee, hip, spine, hand, full body in msk/), 'methylation' (seed 001's
+                                       # beta matrix + GEO series matrix in methylation/); `organage simulate` writes all
     n_jobs: int|None = None            # processes writing images (None: up to 8 for large cohorts, else 1); same files either way
 
     def __post_init__(self):
@@ -114,6 +132,8 @@ class SimConfig:
             raise ConfigError(f"cohort_shares={self.cohort_shares}: expected three non-negative shares")
         for k in ('phenotype_missing', 'biomarker_fraction', 'biomarker_missing', 'biomarker_block_missing'):
             if not 0 <= getattr(self, k) <= 1: raise ConfigError(f"{k}={getattr(self, k)}: expected 0..1")
+        if bad := [e for e in self.extras if e not in EXTRAS]:
+            raise ConfigError(f"extras={list(self.extras)}: unknown {bad}; expected some of {sorted(EXTRAS)}")
         if self.exposure_scale < 0 or self.biomarker_noise < 0:
             raise ConfigError(f"exposure_scale={self.exposure_scale}, biomarker_noise={self.biomarker_noise}: expected >= 0")
 
@@ -927,6 +947,7 @@ def simulate_cohort(out, # folder to write (replaced if it holds an earlier simu
         if subj.gtex_id.notna().any():  # what dbGaP-protected GTEx data would add: exact ages (read_gtex(exact_ages=...))
             write_csv(subj.loc[subj.gtex_id.notna(), ['gtex_id', 'age']].rename(columns={'gtex_id': 'SUBJID', 'age': 'AGE'}),
                       tmp/'gtex_exact_ages.csv')
+        for name in cfg.extras: simulate_extra(name, tmp, cfg); lap(name)
         meta = dict(generator='organage.data.synth', config=asdict(cfg), world_seed=cfg.world_seed, id_offset=_id_offset(cfg), seconds=round(time.perf_counter() - t0, 2), stage_seconds=secs,
                     imperfections=dict(_MESS))
         write_json(meta, tmp/'simulation.json')

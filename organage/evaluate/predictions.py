@@ -119,7 +119,7 @@ def main_predictions(allp:pd.DataFrame, # every model's rows (`predictions_by_mo
     "The rows of `predictions.csv`: aligned fusion's fused rows; without an aligned model, the networks' `fusion` rows."
     if (allp['model'] == 'aligned').any(): main = fused_rows(allp, 'aligned')
     else:
-        nets = fused_rows(allp[~allp['model'].isin(BASELINE_MODELS)])
+        nets = fused_rows(allp[~allp['model'].isin((*BASELINE_MODELS, 'shipped'))])   # the portable blend is not a network
         main = nets if len(nets) else fused_rows(allp)
     return main.drop(columns='model').reset_index(drop=True)
 

@@ -63,7 +63,8 @@ def mean_sd_table(summary:pd.DataFrame, # `summarise_repeats`
 # %% ../../nbs/evaluate/05_repeats.ipynb #rep0016
 BEST_UNIMODAL = 'best_unimodal'   # per organ, the unimodal network with the lowest MAE on fusion_check's pairs
 COMPARISONS = (('aligned', 'naive'), ('naive', BEST_UNIMODAL), ('unimodal_rna', 'enet_rna'), ('unimodal_xray', 'pcr_xray'),
-               ('unimodal_mri', 'pcr_mri'), ('aligned', 'stacked'))
+               ('unimodal_mri', 'pcr_mri'), ('aligned', 'stacked'),
+               ('shipped', 'aligned'), ('shipped', 'stacked'), ('shipped', 'enet_rna'))   # shipped: the portable model's blend
 
 def _pair_row(a:pd.DataFrame, b:pd.DataFrame, n_bootstrap:int, level:float, seed:int, min_subjects:int) -> dict:
     "MAE of both models on their common (subject, organ) pairs, the difference and (from `min_subjects` subjects) its paired subject-bootstrap interval."

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/evaluate/01_tables.ipynb #ff4b46ca
 from __future__ import annotations
+import json
 from pathlib import Path
 from typing import Sequence
 import numpy as np
@@ -14,11 +15,12 @@ from ..model.predict import predict_dataset, open_run
 from .predictions import fused_rows, write_predictions, error_metrics, sigma_metrics, BASELINE_MODELS
 
 # %% auto #0
-__all__ = ['LABELS', 'TABLE2_BASELINES', 'results_tables', 'fusion_check', 'evaluate_run']
+__all__ = ['LABELS', 'TABLE2_BASELINES', 'SHIPPED_STAGES', 'results_tables', 'fusion_check', 'evaluate_run']
 
 # %% ../../nbs/evaluate/01_tables.ipynb #c801c3cd
 LABELS = {'unimodal_rna': 'RNA only', 'unimodal_xray': 'X-ray only', 'unimodal_mri': 'MRI only', 'naive': 'Naive fusion', 'aligned': 'Aligned fusion',
-          'enet_rna': 'Elastic net (RNA)', 'pcr_xray': 'PCA + ridge (X-ray)', 'pcr_mri': 'PCA + ridge (MRI)', 'stacked': 'Stacked linear (late fusion)'}
+          'enet_rna': 'Elastic net (RNA)', 'pcr_xray': 'PCA + ridge (X-ray)', 'pcr_mri': 'PCA + ridge (MRI)', 'stacked': 'Stacked linear (late fusion)',
+          'shipped': 'Shipped: network + baselines per organ'}
 TABLE2_BASELINES = {'fusion': 'stacked', 'rna': 'enet_rna', 'xray': 'pcr_xray', 'mri': 'pcr_mri'}  # the baseline reading the same inputs
 
 _PAPER_NAMES = {'n': 'N', 'mse': 'MSE', 'mae': 'MAE'}  # the metrics of Tables 1 and 2 and the noise floor, as the paper names them
@@ -102,6 +104,28 @@ def fusion_check(t:pd.DataFrame, truth=None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=['organ', 'N', 'models', *mae, *rest])
 
 # %% ../../nbs/evaluate/01_tables.ipynb #d1d8b88f
+SHIPPED_STAGES = ('aligned', 'naive')   # the network the portable model exports by default (`organage.model.portable.main_stage`)
+
+def _shipped_rows(frames:list) -> list:
+    """Model `shipped`: what the run's portable model answers (`organage.model.portable`): its network blended per organ with
+    the baselines' stacked late fusion, the weight fitted on these validation rows, applied to every split. The bundle fits the same weight
+    on the same rows, so Table 1's row is what `organage predict` gives the run's subjects."""
+    from organage.model.portable import fit_blend, apply_blend
+    allp = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=['model', 'split'])
+    stage = next((s for s in SHIPPED_STAGES if (allp.model == s).any()), None)
+    if stage is None or not (allp.model == 'stacked').any(): return []
+    rows = lambda m, s: fused_rows(allp[allp.split == s], m)
+    val_net, val_en = rows(stage, 'val'), rows('stacked', 'val')
+    if val_net.empty or val_en.empty: return []
+    blend = fit_blend(val_net, val_en)
+    out = []
+    for split in sorted(allp.split.unique()):
+        net = rows(stage, split)
+        if net.empty: continue
+        r = apply_blend(net.drop(columns=['model']), rows('stacked', split), blend)
+        out.append(r.drop(columns=['mu_network', 'mu_enet', 'w_network']).assign(model='shipped', modality='fusion'))
+    return out
+
 def evaluate_run(run_dir, # a folder written by `train_curriculum`
                  data_dir=None, # cohort folder (default: the one recorded in run.json)
                  device:str='auto', splits:Sequence[str]=('val', 'test'), loaders:dict|None=None) -> pd.DataFrame:
@@ -125,6 +149,7 @@ def evaluate_run(run_dir, # a folder written by `train_curriculum`
     if (run_dir/'baselines'/'done.json').exists() and bp.exists():
         b = pd.read_csv(bp, dtype={'subject_id': str})
         frames.append(b[b.split.isin(splits)].drop(columns=['inputs', 'rule'], errors='ignore'))
+    frames += _shipped_rows(frames)
     if not frames: raise ConfigError(f"{run_dir}: no trained stage found (no */model.safetensors)")
     allp = pd.concat(frames, ignore_index=True)
     pred = write_predictions(allp, run_dir)

@@ -203,6 +203,19 @@ class StackedFusion:
         self.oof_ = self._combine(w, cvp)
         return self
 
+    @classmethod
+    def from_info(cls, info:dict, # `info_` as saved in the stage's settings.json ('stacked')
+                  modalities:list, cfg:BaselineConfig|None=None) -> 'StackedFusion':
+        "The fitted stackers again from their saved weights (what a portable model ships): `predict` answers as the fitted one."
+        from sklearn.linear_model import LinearRegression
+        self = cls(cfg); self.modalities_, self.info_, self.models_ = sorted(modalities), info, {}
+        for key, v in info.items():
+            if v.get('rule') != 'stacked': continue
+            organ, combo = key.split(':', 1); combo = tuple(combo.split('+'))
+            lr = LinearRegression(); lr.coef_, lr.intercept_ = np.array([v['weights'][m] for m in combo], float), float(v['intercept'])
+            self.models_[(organ, combo)] = (lr, float(v['sigma']))
+        return self
+
     def predict(self, unimodal:pd.DataFrame, # unimodal rows (subject_id, organ, modality, age, mu, sigma) of the subjects to fuse
                ) -> pd.DataFrame:
         "One fused row per (subject, organ): subject_id, organ, age, mu, sigma, inputs (the modalities used), rule."
@@ -268,12 +281,14 @@ def fit_predict_baselines(inputs:dict, # {split: {modality: (X, obs)}} with obs 
 # %% ../../nbs/model/06_baselines.ipynb #414dec61
 def baseline_inputs(data, # a run's prepared cohort (`organage.data.prepare.CohortData`)
                     splits:Sequence[str]=('train', 'val', 'test'),
+                    modalities:Sequence[str]|None=None, # default: every modality of the run
                    ) -> dict:
     "Each split's features as the networks read them: preprocessed expression (`split_adata`), flattened network inputs of each image modality (`split_images`)."
     from organage.data.prepare import split_adata, split_images
     out = {s: {} for s in splits}
     for s in splits:
         for m in data.modalities:
+            if modalities is not None and m not in modalities: continue
             if m in ('xray', 'mri'):
                 X, o = split_images(data, s, m)
                 out[s][m] = (X.reshape(len(X), -1), o[['subject_id', 'organ', 'age']])

@@ -14,13 +14,15 @@ from ..core import ConfigError, DataError, write_json, write_csv, atomic_path
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'FORMAT', 'BUNDLE', 'MAIN_STAGES', 'INTENDED_USE', 'SIM_CAVEAT', 'PREDICTION_COLUMNS', 'DROPPED_COLUMNS',
-           'main_stage', 'load_expression', 'transform_expression', 'save_pixel_stats', 'load_pixel_stats',
-           'fit_calibration', 'apply_calibration', 'training_summary', 'card_markdown', 'export_model', 'PortableModel',
-           'load_portable', 'write_prediction_outputs', 'predict']
+__all__ = ['log', 'FORMAT', 'READS', 'BUNDLE', 'MAIN_STAGES', 'INTENDED_USE', 'SIM_CAVEAT', 'PREDICTION_COLUMNS',
+           'DROPPED_COLUMNS', 'main_stage', 'load_expression', 'transform_expression', 'save_pixel_stats',
+           'load_pixel_stats', 'fit_calibration', 'apply_calibration', 'fit_blend', 'apply_blend', 'affine_weights',
+           'save_linear', 'load_linear', 'linear_rows', 'baseline_rows', 'training_summary', 'card_markdown',
+           'export_model', 'PortableModel', 'load_portable', 'write_prediction_outputs', 'predict']
 
 # %% ../../nbs/model/07_portable.ipynb #084af9dc
-FORMAT = 1   # bundle layout version: bumped when a file of the bundle changes meaning
+FORMAT = 2   # bundle layout version: bumped when a file of the bundle changes meaning (2: the elastic-net blend; calibration of the blend)
+READS = (1, 2)   # formats this organage reads (1: the network alone)
 BUNDLE = 'organage-portable'
 MAIN_STAGES = ('aligned', 'naive')   # the run's main model, as `main_predictions` picks it
 
@@ -107,6 +109,197 @@ def apply_calibration(preds:pd.DataFrame, # subject_id, organ, age (NaN allowed)
     out['z'] = out.gap / pd.Series(cal['zscore_sd'], dtype=float).reindex(organs).to_numpy(float)   # None (one validation row): z undefined
     return out
 
+# %% ../../nbs/model/07_portable.ipynb #bdd5afe3
+def fit_blend(net:pd.DataFrame, # validation rows of the network: subject_id, organ, age, mu
+              enet:pd.DataFrame, # validation rows of the baselines (stacked late fusion or the elastic net): subject_id, organ, mu
+              min_rows:int=10) -> dict: # fewer rows with both: the network alone for that organ
+    "Per organ, the network's weight `w` in [0, 1] in `w * network + (1 - w) * baselines`, least squares on the validation rows with both."
+    m = net[['subject_id', 'organ', 'age', 'mu']].merge(enet[['subject_id', 'organ', 'mu']], on=['subject_id', 'organ'], suffixes=('', '_enet'))
+    out = {}
+    for organ, g in m.groupby('organ', sort=True):
+        a, b, y = (g[c].to_numpy(float) for c in ('mu', 'mu_enet', 'age'))
+        d = a - b; dd = float(d @ d)
+        if len(g) < min_rows or dd == 0:
+            w, how = 1.0, f"{len(g)} validation rows with both (needs {min_rows}): the network alone"
+        else: w, how = float(np.clip((y - b) @ d / dd, 0.0, 1.0)), 'least squares on validation, w in [0, 1]'
+        out[str(organ)] = dict(w_network=w, n=len(g), how=how, val_mae_network=float(np.abs(a - y).mean()),
+                               val_mae_enet=float(np.abs(b - y).mean()), val_mae_blend=float(np.abs(w * a + (1 - w) * b - y).mean()))
+    return out
+
+def apply_blend(net:pd.DataFrame, # the network's rows: subject_id, organ, mu, sigma (other columns kept)
+                enet:pd.DataFrame|None, # the baselines' rows: subject_id, organ, mu, sigma (None: none)
+                blend:dict|None) -> pd.DataFrame: # `fit_blend`'s weights (None: network alone)
+    "The network's rows with `mu_network`, `mu_enet` (the baselines' answer), `w_network`, and `mu`/`sigma` blended where the organ has a weight and the row a baseline answer."
+    r = net.copy()
+    r['mu_network'] = r.mu.astype(float)
+    if enet is None or not blend or enet.empty:
+        r['mu_enet'], r['w_network'] = np.nan, 1.0
+        return r
+    e = enet[['subject_id', 'organ', 'mu', 'sigma']].rename(columns={'mu': 'mu_enet', 'sigma': 'sigma_enet'})
+    r = r.merge(e, on=['subject_id', 'organ'], how='left')
+    w = r.organ.astype(str).map({o: v['w_network'] for o, v in blend.items()}).astype(float)
+    w = w.where(r.mu_enet.notna(), 1.0).fillna(1.0).to_numpy(float)
+    has = w < 1
+    r['mu'] = np.where(has, w * r.mu_network + (1 - w) * r.mu_enet.fillna(0.0), r.mu_network)
+    r['sigma'] = np.where(has, w * r.sigma.astype(float) + (1 - w) * r.sigma_enet.fillna(0.0), r.sigma.astype(float))
+    r['w_network'] = w
+    return r.drop(columns='sigma_enet')
+
+# %% ../../nbs/model/07_portable.ipynb #cac3b692
+def _linear_part(model, n_features:int, max_bytes:float=64e6) -> np.ndarray:
+    "The linear part of an affine `model.predict`: from `coef_`; for linear-kernel PCA + a linear model, D^T A coef (D the centred training rows, A the scaled eigenvectors); else by unit vectors."
+    from sklearn.pipeline import Pipeline
+    from sklearn.decomposition import KernelPCA
+    if hasattr(model, 'coef_'): return np.asarray(model.coef_, float).reshape(-1)
+    if isinstance(model, Pipeline) and len(model.steps) == 2 and isinstance(model[0], KernelPCA) and model[0].kernel == 'linear':
+        pca, lin = model[0], model[1]
+        Xf = np.asarray(pca.X_fit_, float)
+        A = pca.eigenvectors_ / np.sqrt(pca.eigenvalues_)
+        return (Xf - Xf.mean(0)).T @ (A @ np.asarray(lin.coef_, float).reshape(-1))
+    b = float(model.predict(np.zeros((1, n_features)))[0])
+    w, step = np.empty(n_features), max(1, int(max_bytes // (8 * n_features)))
+    for s in range(0, n_features, step):
+        E = np.zeros((min(step, n_features - s), n_features)); E[np.arange(len(E)), s + np.arange(len(E))] = 1.0
+        w[s:s + len(E)] = model.predict(E) - b
+    return w
+
+def affine_weights(model, # any fitted estimator whose `predict` is affine in its input (ElasticNet, PCA + ridge)
+                   n_features:int, seed:int=0) -> tuple[np.ndarray, float]:
+    "(w, b) with model.predict(X) == X @ w + b; checked on random inputs (a model that is not affine is refused)."
+    b = float(model.predict(np.zeros((1, n_features)))[0])
+    w = _linear_part(model, n_features)
+    X = np.random.default_rng(seed).normal(size=(8, n_features))
+    got, want = X @ w + b, model.predict(X)
+    if not np.allclose(got, want, rtol=1e-6, atol=1e-6 * (1 + np.abs(want).max())):
+        raise ConfigError(f"{type(model).__name__}: predictions are not affine in the inputs (max difference {np.abs(got - want).max():.3g})")
+    return w, b
+
+def save_linear(models:dict, # {model name: {organ: fitted sklearn estimator, affine in the inputs}}
+                sigma:dict, # {model name: {organ: out-of-fold RMS error}}
+                features:dict, # {model name: feature ids (genes) or the number of inputs (pixels)}
+                path) -> Path:
+    "Per model and organ: weights, intercept and sigma as arrays (npz, no pickle)."
+    arr = {}
+    for name, per in models.items():
+        organs = sorted(per)
+        f = features[name]
+        n = int(f) if np.isscalar(f) else len(f)
+        wb = [affine_weights(per[o], n) for o in organs]
+        arr.update({f'{name}.organs': np.array(organs, dtype=str), f'{name}.features': np.asarray([] if np.isscalar(f) else f, dtype=str),
+                    f'{name}.n_features': np.array(n), f'{name}.coef': np.stack([w for w, _ in wb]) if wb else np.zeros((0, n)),
+                    f'{name}.intercept': np.array([b for _, b in wb]), f'{name}.sigma': np.array([float(sigma[name][o]) for o in organs])})
+    with atomic_path(path) as tmp:
+        with open(tmp, 'wb') as fh: np.savez(fh, **arr)
+    return Path(path)
+
+def load_linear(path) -> dict:
+    "What `save_linear` wrote: {model name: {'organs', 'features', 'n_features', 'coef', 'intercept', 'sigma'}}."
+    out = {}
+    with np.load(path, allow_pickle=False) as z:
+        for k in z.files:
+            name, key = k.rsplit('.', 1); out.setdefault(name, {})[key] = z[k]
+    return out
+
+def linear_rows(lin:dict, # one model of `load_linear`
+                X, # (n, ...) inputs as the network reads them (flattened here)
+                obs:pd.DataFrame, # subject_id, organ of each row
+                features=None) -> pd.DataFrame: # the inputs' feature ids (checked against the model's, when it has them)
+    "The model's answer per (subject, organ) it has weights for: mean over the subject's observations of that organ; sigma the organ's."
+    if features is not None and len(lin['features']):
+        f = np.asarray(features, dtype=str)
+        if len(f) != len(lin['features']) or (f != lin['features']).any():
+            raise DataError("input columns differ from the baseline's features", expected=f"{len(lin['features'])} model features in order",
+                            found=f"{len(f)} columns")
+    X = X.toarray() if hasattr(X, 'toarray') else np.asarray(X)
+    X = X.reshape(len(X), -1)
+    if X.shape[1] != int(lin['n_features']):
+        raise DataError("inputs of another size than the baseline's", expected=f"{int(lin['n_features'])} values per row", found=f"{X.shape[1]}")
+    idx = {o: i for i, o in enumerate(lin['organs'])}
+    o = obs[['subject_id', 'organ']].astype(str).reset_index(drop=True)
+    k = o.organ.map(idx)
+    ok = k.notna().to_numpy()
+    if not ok.any(): return pd.DataFrame(columns=['subject_id', 'organ', 'mu', 'sigma'])
+    ki = k[ok].astype(int).to_numpy()
+    mu = np.einsum('ij,ij->i', np.asarray(X, float)[ok], lin['coef'][ki]) + lin['intercept'][ki]
+    r = o[ok].assign(mu=mu).groupby(['subject_id', 'organ'], sort=True, as_index=False).mu.mean()
+    return r.assign(sigma=r.organ.map(dict(zip(lin['organs'], lin['sigma']))).astype(float))
+
+# %% ../../nbs/model/07_portable.ipynb #eb9c8449
+def _refit_baselines(data, settings:dict, mods:list) -> tuple[dict, dict, dict]:
+    "The baselines stage's models again, from its chosen settings, on the training rows: ({name: {organ: estimator}}, sigmas, features)."
+    import warnings
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import ElasticNet, Ridge
+    from sklearn.pipeline import Pipeline
+    from organage.model.baselines import baseline_inputs, baseline_name, _pca
+    c, models, sigma, features = settings['config'], {}, {}, {}
+    have = [m for m in mods if baseline_name(m) in settings.get('models', {})]
+    train = baseline_inputs(data, ('train',), modalities=have)['train']
+    for m in have:
+        name = baseline_name(m)
+        X, obs = train[m]
+        X = X.reshape(len(X), -1)
+        models[name], sigma[name] = {}, {}
+        for organ, s in settings['models'][name].items():
+            if 'sigma' not in s: continue   # skipped by the stage (too few rows)
+            rows = (obs.organ.astype(str) == organ).to_numpy()
+            y = obs.age.to_numpy(float)[rows]
+            if name.startswith('enet'):
+                est = ElasticNet(alpha=s['alpha'], l1_ratio=s['l1_ratio'], tol=c['enet_tol'], max_iter=c['enet_max_iter'])
+            else: est = Pipeline([('pca', _pca(s['components'])), ('ridge', Ridge(alpha=s['alpha']))])
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', ConvergenceWarning)
+                models[name][organ] = est.fit(np.asarray(X[rows], np.float32 if name.startswith('pcr') else float), y)
+            sigma[name][organ] = s['sigma']
+        features[name] = list(data.preprocessors['rna'].genes_out_) if m == 'rna' else X.shape[1]
+    return models, sigma, features
+
+def baseline_rows(lin:dict, # `load_linear`'s arrays
+                  inputs:dict, # {modality: (X, obs)} as the network reads them
+                  stacked:dict|None, # the stage's stacker settings ('stacked' of settings.json)
+                  genes=None) -> pd.DataFrame: # the expression columns' gene ids (checked)
+    "The baselines' fused answer per (subject, organ): the stacker where it has weights for the inputs present, else the one baseline (or inverse-variance)."
+    from organage.model.baselines import StackedFusion, baseline_name
+    parts = []
+    for m, (X, obs) in inputs.items():
+        name = baseline_name(m)
+        if name in lin and len(obs): parts.append(linear_rows(lin[name], X, obs, genes if m == 'rna' else None).assign(modality=m))
+    if not parts: return pd.DataFrame(columns=['subject_id', 'organ', 'mu', 'sigma'])
+    uni = pd.concat(parts, ignore_index=True).assign(age=np.nan)
+    mods = sorted(m for m in ('rna', 'xray', 'mri') if baseline_name(m) in lin)
+    return StackedFusion.from_info(stacked or {}, mods).predict(uni)[['subject_id', 'organ', 'mu', 'sigma']]
+
+def _ship_blend(run_dir:Path, data, preds:dict, mods:list, tmp:Path, files:dict) -> tuple[dict, dict|None]:
+    "Write linear.npz and blend.json into the bundle being built and answer the blended predictions; unchanged (None) without baselines."
+    from organage.model.baselines import baseline_inputs
+    sp = run_dir/'baselines'/'settings.json'
+    settings = json.loads(sp.read_text()) if sp.exists() else {}
+    models, sigma, features = _refit_baselines(data, settings, mods) if settings.get('models') else ({}, {}, {})
+    if not any(models.values()):
+        log.info("no baselines in %s: the bundle ships the network alone", run_dir); return preds, None
+    save_linear(models, sigma, features, tmp/'linear.npz')
+    lin = load_linear(tmp/'linear.npz')
+    have = [m for m in mods if f"{'enet' if m == 'rna' else 'pcr'}_{m}" in lin]
+    inputs = baseline_inputs(data, tuple(preds), modalities=have)
+    genes = features.get('enet_rna') if 'rna' in have else None
+    br = {s: baseline_rows(lin, inputs[s], settings.get('stacked'), genes) for s in preds}
+    ref = pd.read_csv(run_dir/'baselines'/'predictions.csv', dtype={'subject_id': str})
+    ref = ref[(ref.model == 'stacked') & (ref.split == 'val')].merge(br['val'], on=['subject_id', 'organ'], suffixes=('_stage', ''))
+    diff = float((ref.mu - ref.mu_stage).abs().max()) if len(ref) else float('nan')
+    bl = fit_blend(preds['val'], br['val'])
+    out = {s: apply_blend(p, br[s], bl) for s, p in preds.items()}
+    table = []
+    for organ, v in bl.items():
+        row = dict(organ=organ, w_network=round(v['w_network'], 3), n_val=v['n'], **{k.replace('enet', 'baselines'): round(v[k], 3) for k in ('val_mae_network', 'val_mae_enet', 'val_mae_blend')})
+        if 'test' in out:
+            t = out['test'][(out['test'].organ == organ) & out['test'].mu_enet.notna()]
+            row.update(n_test=len(t), **{f'test_mae_{k}': round(float((t[c] - t.age).abs().mean()), 3) if len(t) else None
+                                         for k, c in (('network', 'mu_network'), ('baselines', 'mu_enet'), ('blend', 'mu'))})
+        table.append(row)
+    write_json(dict(organs=bl, baselines=sorted(lin), stacked=settings.get('stacked', {}), baseline_refit_max_abs_diff=diff, source=str(sp)), tmp/'blend.json')
+    files.update(linear='linear.npz', blend='blend.json')
+    return out, dict(table=table, baseline_refit_max_abs_diff=diff)
+
 # %% ../../nbs/model/07_portable.ipynb #d818c227
 def training_summary(table:pd.DataFrame) -> dict:
     "Per (modality, organ) and per organ of a training observation table: subjects, observations, age range, sex balance."
@@ -138,6 +331,8 @@ def card_markdown(card:dict) -> str:
     L += ['## Training data (per modality and organ)', '', t(tr['by_modality_organ']), '',
           '## Validation (subjects the calibration was fitted on)', '', t(card['validation']), '']
     if card.get('test'): L += ['## Test (held-out subjects of the run)', '', t(card['test']), '']
+    if card.get('blend'):
+        L += ['## The shipped answer: network and baselines, blended per organ', '', card['blend_note'], '', t(card['blend']), '']
     L += ['## Calibration', '', card['calibration_note'], '', '## Inputs', '', card['inputs_note'], '']
     return '\n'.join(L)
 
@@ -160,7 +355,8 @@ def export_model(run_dir, # a finished training run (`organage train`)
                  data_dir=None, # the run's cohort (default: the one in run.json); needed to refit nothing but to read the training split
                  bias:str='residual', # age-bias correction fitted on validation: 'residual' or 'cole' (`fit_calibration`)
                  device:str='cpu', # cpu, cuda or auto (cuda when present)
-                 loaders:dict|None=None) -> Path:
+                 loaders:dict|None=None,
+                 blend:bool=True) -> Path: # ship the network blended with the run's elastic net (when the run has one and the model reads RNA)
     "Write one self-contained folder: weights, every fitted preprocessing state, validation calibration, settings, versions and a model card."
     import torch
     from organage.model.predict import open_run, predict_dataset
@@ -186,6 +382,7 @@ def export_model(run_dir, # a finished training run (`organage train`)
     preds = {s: predict_dataset(model, data.ds[s] if model.cfg.kind != 'unimodal' else data.ds[s].view(mods), device=dev, autocast=False)
              for s in ('val', 'test') if len(data.ds[s])}
     if 'val' not in preds or preds['val'].empty: raise ConfigError(f"{run_dir}: no validation subjects to calibrate on")
+    preds, blended = _ship_blend(run_dir, data, preds, mods, tmp, files) if blend else (preds, None)
     cal = fit_calibration(preds['val'], bias)
     write_json(cal, tmp/'calibration.json'); files['calibration'] = 'calibration.json'
     t = data.ds['train'].table
@@ -211,6 +408,13 @@ def export_model(run_dir, # a finished training run (`organage train`)
                              "flagged and not adjusted; missing genes imputed with the training mean, their share reported, refused "
                              f"above the saved max_missing_share). Images: {geometry['chain']} at image_size={cfg.image_size}, volume_size={cfg.volume_size}, "
                              f"mri_fov_mm={cfg.mri_fov_mm}, mri_register={cfg.mri_register}, then the training pixel statistics."))
+    if blended:
+        card['blend'] = blended['table']
+        card['blend_note'] = (f"mu = w * network + (1 - w) * baselines per organ (w fitted on validation, in [0, 1]); the baselines: the "
+                              f"stacked late fusion of the elastic net on expression and PCA + ridge on images (one baseline alone where "
+                              f"an organ has one); rows no baseline answers: the network alone. Validation and test above are of the "
+                              f"blend; here each part on its own. The refitted baselines reproduce the stage's validation answers to "
+                              f"{blended['baseline_refit_max_abs_diff']:.2g} years.")
     write_json(card, tmp/'card.json')
     (tmp/'MODEL_CARD.md').write_text(card_markdown(card))
     write_json(bundle, tmp/'bundle.json')   # written last: a folder with bundle.json is complete
@@ -230,6 +434,8 @@ class PortableModel:
     transforms: dict # the per-image chain at the saved geometry
     calibration: dict
     card: dict
+    linear: dict|None = None # the baselines' arrays (`load_linear`), None: the network alone
+    blend: dict|None = None # blend.json: {'organs': {organ: {'w_network': ...}}, 'stacked': the stacker's weights, ...}
     @property
     def organs(self) -> list: return list(self.meta['organs'])
     @property
@@ -248,7 +454,7 @@ def load_portable(path) -> PortableModel:
     if not bp.is_file(): raise ConfigError(f"{path}: not a portable organage model (no bundle.json); write one with `organage export`")
     try: meta = json.loads(bp.read_text())
     except json.JSONDecodeError as e: raise ConfigError(f"{bp}: not readable JSON ({e})") from None
-    if meta.get('bundle') != BUNDLE or meta.get('format') != FORMAT:
+    if meta.get('bundle') != BUNDLE or meta.get('format') not in READS:
         raise ConfigError(f"{bp}: bundle format {meta.get('bundle')!r} version {meta.get('format')!r}; this organage "
                           f"({_organage_version()}) reads {BUNDLE!r} version {FORMAT}")
     made = meta.get('versions', {}).get('organage', '?')
@@ -262,11 +468,13 @@ def load_portable(path) -> PortableModel:
     stats = load_pixel_stats(path/f['pixel_stats']) if 'pixel_stats' in f else {}
     g = meta['geometry']
     chains = image_transforms(g['image_size'], g['volume_size'], g['mri_fov_mm'], g['mri_register'])
+    linear = load_linear(path/f['linear']) if 'linear' in f else None
+    blend = json.loads((path/f['blend']).read_text()) if 'blend' in f else None
     return PortableModel(path, meta, model, expr, stats, chains, json.loads((path/f['calibration']).read_text()),
-                         json.loads((path/'card.json').read_text()))
+                         json.loads((path/'card.json').read_text()), linear, blend)
 
 # %% ../../nbs/model/07_portable.ipynb #97c7870b
-PREDICTION_COLUMNS = ['subject_id', 'organ', 'age', 'mu_raw', 'sigma_raw', 'mu', 'sigma', 'gap', 'z', 'lo95', 'hi95', 'gap_lo', 'gap_hi',
+PREDICTION_COLUMNS = ['subject_id', 'organ', 'age', 'mu_raw', 'sigma_raw', 'mu_network', 'mu_enet', 'w_network', 'mu', 'sigma', 'gap', 'z', 'lo95', 'hi95', 'gap_lo', 'gap_hi',
                       'organ_modalities', 'n_observations', 'modalities_used', 'missing_modalities', 'modality_missing',
                       'age_outside_training_range', 'no_age', 'genes_imputed_share', 'batch_adjusted', 'files_dropped', 'model', 'split']
 DROPPED_COLUMNS = ['modality', 'subject_id', 'path', 'stage', 'error']
@@ -342,6 +550,18 @@ def write_prediction_outputs(res:pd.DataFrame, dropped:pd.DataFrame, info:dict, 
     return paths
 
 # %% ../../nbs/model/07_portable.ipynb #2de5f620
+def _new_baseline_rows(pm:PortableModel, adatas:dict, ds) -> pd.DataFrame|None:
+    "The shipped baselines' answer for new subjects, from the same inputs the network reads (None: a network-only bundle)."
+    if pm.linear is None: return None
+    from organage.data.prepare import dataset_images
+    inputs = {}
+    if 'rna' in adatas and 'enet_rna' in pm.linear:
+        a = adatas['rna']; inputs['rna'] = (a.X, a.obs[['subject_id', 'organ']])
+    for m in ('xray', 'mri'):
+        if m in adatas and f'pcr_{m}' in pm.linear: inputs[m] = dataset_images(ds, m, pm.organs)
+    return baseline_rows(pm.linear, inputs, pm.blend.get('stacked'), np.asarray(adatas['rna'].var_names, dtype=str) if 'rna' in inputs else None)
+
+# %% ../../nbs/model/07_portable.ipynb #b1e2d3f4
 def predict(model, # a `PortableModel` or its folder
             data, # cohort folder (gtex/, chexpert/, ixi/) or {'rna'|'xray'|'mri': AnnData} (RNA as counts)
             out=None, # folder for predictions.csv, predictions.h5ad, dropped_files.csv, predict.json (None: write nothing)
@@ -382,6 +602,7 @@ def predict(model, # a `PortableModel` or its folder
     dropped = _dropped(adatas, ds)
     # full precision on any device: the calibration was fitted on fp32 predictions, and bf16 would move ages by ~0.1 y with the batch
     raw = predict_dataset(pm.model, ds, batch_size=batch_size, device=pick_device(device), autocast=False)
+    raw = apply_blend(raw, _new_baseline_rows(pm, adatas, ds), pm.blend['organs'] if pm.blend else None)
     res = _result_table(pm, raw, ds, adatas, ages, dropped)
     if out is not None:
         info.update(model=str(pm.path), stage=pm.meta['stage'], format=pm.meta['format'], n_subjects=int(res.subject_id.nunique()),
