@@ -353,14 +353,18 @@ def load_wholebody_arrays(adata, # from `read_wholebody`
 # %% ../../nbs/data/12_wholebody.ipynb #wb12023
 def check_wholebody(path, # wholebody.csv, its folder, or a cohort folder with wholebody/
                    ) -> dict:
-    "Counts (subjects per sex x BMI group), age range, grid shapes / voxel sizes and problems of a whole-body folder, without loading voxels."
+    "check-data's report of a whole-body folder, without loading voxels: `counts` (volumes per sex x BMI group, ages), grids, drops, problems."
     import nibabel as nib
-    a = read_wholebody(path)
+    rep = dict(folder=str(path), counts=pd.DataFrame(), n_subjects=0, grids={}, with_labels=0, dropped={}, problems=[])
+    try: a = read_wholebody(path)
+    except DataError as e: rep['problems'].append(f'fatal: {e}'); return rep
     o = a.obs
-    geo = pd.Series([(tuple(int(s) for s in nib.load(p).shape[:3]), tuple(np.linalg.norm(nib.load(p).affine[:3, :3], axis=0).round(2).tolist()),
-                      ''.join(nib.aff2axcodes(nib.load(p).affine))) for p in o.path], dtype=object)
-    return dict(modality='wholebody', n_subjects=int(a.n_obs),
-                by_group={f'{s}/{g}': int(n) for (s, g), n in o.groupby(['sex', 'bmi_group']).size().items()},
-                age_min=float(o.age.min()) if len(o) else None, age_max=float(o.age.max()) if len(o) else None,
-                grids={f'{s} voxels, {v} mm, {c}': int(n) for (s, v, c), n in geo.value_counts().items()},
-                with_labels=int(o.labels_path.notna().sum()), dropped=a.uns['dropped'], problems=a.uns['problems'])
+    if len(o):
+        o = o.assign(group=o.sex + '/' + o.bmi_group)
+        rep['counts'] = o.groupby('group').agg(volumes=('path', 'size'), age_min=('age', 'min'), age_max=('age', 'max'), bmi_mean=('bmi', 'mean')).reset_index()
+    geo = pd.Series([(tuple(int(s) for s in im.shape[:3]), tuple(np.linalg.norm(im.affine[:3, :3], axis=0).round(2).tolist()),
+                      ''.join(nib.aff2axcodes(im.affine))) for im in (nib.load(p) for p in o.path)], dtype=object)
+    rep.update(n_subjects=int(a.n_obs), grids={f'{s} voxels, {v} mm, {c}': int(n) for (s, v, c), n in geo.value_counts().items()},
+               with_labels=int(o.labels_path.notna().sum()), dropped=a.uns['dropped'], problems=list(a.uns['problems']))
+    if not len(o): rep['problems'].append(f'fatal: {path}: no usable whole-body volumes (expected at least one; found 0 after dropping rows)')
+    return rep
