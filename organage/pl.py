@@ -7,7 +7,7 @@ __all__ = ['plot_pred_vs_age', 'plot_gap_vs_age', 'plot_gap_hist', 'plot_calibra
            'plot_subject_panel', 'plot_cohort_ages', 'subject_zscores', 'most_observed_subject', 'subject_rows',
            'write_subject_report', 'plot_rank_overlay', 'plot_cumulative_attribution', 'plot_group_maps',
            'plot_gap_maps', 'plot_alignment_umap', 'PaperOutputs', 'plot_gap_correlation', 'plot_volcano',
-           'plot_manhattan', 'site_gradcam']
+           'plot_manhattan', 'site_gradcam', 'plot_atlas_maps']
 
 # %% ../nbs/api/03_pl.ipynb #6f32d362
 from .report.plots import (plot_pred_vs_age, plot_gap_vs_age, plot_gap_hist, plot_calibrated_by_age_bin,
@@ -20,5 +20,6 @@ from .reproduce import PaperOutputs
 
 from .report.plots import plot_gap_correlation, plot_volcano, plot_manhattan
 from .model.sites import site_gradcam
-_all_ = ['plot_pred_vs_age', 'plot_gap_vs_age', 'plot_gap_hist', 'plot_calibrated_by_age_bin', 'plot_organ_overlays', 'plot_subject_panel', 'plot_cohort_ages', 'subject_zscores', 'most_observed_subject', 'subject_rows', 'write_subject_report', 'plot_rank_overlay', 'plot_cumulative_attribution', 'plot_group_maps', 'plot_gap_maps', 'plot_alignment_umap', 'PaperOutputs', 'plot_gap_correlation', 'plot_volcano', 'plot_manhattan', 'site_gradcam']
+from .explain.atlas import plot_atlas_maps
+_all_ = ['plot_pred_vs_age', 'plot_gap_vs_age', 'plot_gap_hist', 'plot_calibrated_by_age_bin', 'plot_organ_overlays', 'plot_subject_panel', 'plot_cohort_ages', 'subject_zscores', 'most_observed_subject', 'subject_rows', 'write_subject_report', 'plot_rank_overlay', 'plot_cumulative_attribution', 'plot_group_maps', 'plot_gap_maps', 'plot_alignment_umap', 'PaperOutputs', 'plot_gap_correlation', 'plot_volcano', 'plot_manhattan', 'site_gradcam', 'plot_atlas_maps']
 

@@ -6,7 +6,7 @@
 __all__ = ['split_subjects', 'ExpressionPreprocessor', 'log_cpm', 'combat_correct', 'image_transforms', 'PixelStandardize',
            'radiograph_transform', 'volume_transform', 'resample_to_grid', 'register_to_template', 'ToGrid',
            'CohortData', 'split_table', 'split_adata', 'split_images', 'SubjectDataset', 'collate_subjects',
-           'promoter_features', 'MethylationImputer', 'dataset_images']
+           'promoter_features', 'MethylationImputer', 'dataset_images', 'wholebody_volumes', 'projections_25d']
 
 # %% ../nbs/api/01_pp.ipynb #7344b8b6
 from .data.splits import split_subjects
@@ -16,5 +16,6 @@ from .data.prepare import CohortData, split_table, split_adata, split_images
 from .data.datasets import SubjectDataset, collate_subjects
 from .data.methylation import promoter_features, MethylationImputer
 from .data.prepare import dataset_images
-_all_ = ['split_subjects', 'ExpressionPreprocessor', 'log_cpm', 'combat_correct', 'image_transforms', 'PixelStandardize', 'radiograph_transform', 'volume_transform', 'resample_to_grid', 'register_to_template', 'ToGrid', 'CohortData', 'split_table', 'split_adata', 'split_images', 'SubjectDataset', 'collate_subjects', 'promoter_features', 'MethylationImputer', 'dataset_images']
+from .model.wholebody import wholebody_volumes, projections_25d
+_all_ = ['split_subjects', 'ExpressionPreprocessor', 'log_cpm', 'combat_correct', 'image_transforms', 'PixelStandardize', 'radiograph_transform', 'volume_transform', 'resample_to_grid', 'register_to_template', 'ToGrid', 'CohortData', 'split_table', 'split_adata', 'split_images', 'SubjectDataset', 'collate_subjects', 'promoter_features', 'MethylationImputer', 'dataset_images', 'wholebody_volumes', 'projections_25d']
 

@@ -174,6 +174,7 @@ import importlib, inspect
 EXTRA_CHECKS = {   # name -> (folder in the cohort, module, checker returning {'counts': DataFrame, 'dropped', 'problems', ...})
     'msk_sites': ('msk', 'organage.data.msk_sites', 'check_msk_sites'),
     'brain_channels': ('brain_channels', 'organage.data.brain_channels', 'check_brain_channels'),
+    'wholebody': ('wholebody', 'organage.data.wholebody', 'check_wholebody'),
     'methylation': ('methylation', 'organage.data.methylation', 'check_methylation'),
 }
 

@@ -47,6 +47,8 @@ IXI_ORIENTATION = {'Guys': 'RAS', 'HH': 'LAS', 'IOP': 'PSR'}
 EXTRAS = {   # imaging systems of seeds 002-004 simulated on a cohort's persons: module, function, and its size arguments from SimConfig
     'msk_sites': ('organage.data.msk_sites', 'simulate_msk_sites_files', lambda c: dict(size=c.image_size)),
     'brain_channels': ('organage.data.brain_channels', 'simulate_brain_channels_files', lambda c: dict(size=min(24, c.volume_size), subjects=min(240, c.subjects))),
+    'wholebody': ('organage.data.wholebody', 'simulate_wholebody_files',
+                  lambda c: dict(shape=(32, 24, 48) if c.volume_size < 64 else (224, 168, 363), n_subjects=min(180, c.subjects))),
     'methylation': ('organage.data.methylation', 'simulate_methylation_files', lambda c: dict(samples_per_tissue=min(80, c.subjects // 2))),
 }
 ALL_EXTRAS = tuple(EXTRAS)
@@ -116,7 +118,7 @@ class SimConfig:
     messy: bool = False                # add the imperfections real releases have (see `simulate_cohort`)
     extras: tuple = ()                 # further imaging systems on the same persons (`EXTRAS`): 'msk_sites' (seed 004's
                                        # radiographs of knee, hip, spine, hand, full body in msk/), 'brain_channels' (seed 002's
-                                       # co-registered T1w + CBV), 'methylation' (seed 001's
+                                       # co-registered T1w + CBV), 'wholebody' (seed 003's neck-to-knee MRI), 'methylation' (seed 001's
                                        # beta matrix + GEO series matrix in methylation/); `organage simulate` writes all
     n_jobs: int|None = None            # processes writing images (None: up to 8 for large cohorts, else 1); same files either way
 
