@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--notebooks', default=None, help='folder of paper notebooks (default: nbs/paper)')
     r.add_argument('--only', action='append', default=None, help='run only notebooks whose name contains this')
     r.add_argument('--no-progress', action='store_true', help='no progress bars (logs, CI)')
-    r.add_argument('--lanes', type=int, choices=[1, 2], default=2, help='2 (default): sections tagged independent-section run beside the others, one thread each; 1: every notebook in order')
+    r.add_argument('--lanes', type=int, choices=[1, 2], default=None, help='2: sections tagged independent-section run beside the others (lowest CPU priority); 1: every notebook in order (default: 2 for quick on CPU, else 1)')
     r.set_defaults(func=cmd_reproduce)
     t = sub.add_parser('train', help='train the staged curriculum into a run folder')
     _profile_args(t)

@@ -182,7 +182,7 @@ def reproduce(cfg:RunConfig, # settings (profile, seed, device, sizes, ...)
               notebooks:str|os.PathLike|None=None, # folder of paper notebooks (default nbs/paper)
               only:list[str]|None=None, # run only notebooks whose name contains one of these
               progress:bool=True, # bars over notebooks, their cells and long steps inside them
-              lanes:int=2, # 2: notebooks tagged `independent-section` run beside the others (one thread each); 1: all in order
+              lanes:int|None=None, # 2: notebooks tagged `independent-section` run beside the others; 1: all in order; None: 2 for quick on CPU, else 1
              ) -> Path:
     "Run the paper: simulate the default cohort if needed, execute each paper notebook, write the manifest."
     from tqdm.auto import tqdm
@@ -217,24 +217,41 @@ def reproduce(cfg:RunConfig, # settings (profile, seed, device, sizes, ...)
     # sections that read only the cohort run in a second lane beside the main sequence, one thread each (torch and BLAS):
     # on 2 cores the small networks of the main sequence leave most of a core idle, and one thread keeps their tables
     # identical from machine to machine; `lanes=1` runs everything in order
-    side = [nb for nb in runnable if lanes > 1 and INDEPENDENT_TAG in notebook_tags(nb)]
+    if lanes is None: lanes = 2 if cfg.profile == 'quick' and cfg.device != 'cuda' else 1
+    man.params['lanes'] = lanes
+    independent = {nb for nb in runnable if INDEPENDENT_TAG in notebook_tags(nb)}
+    side = [nb for nb in runnable if lanes > 1 and nb in independent]
     main = [nb for nb in runnable if nb not in side]
-    def one(nb, lane_params, show):
+    # independent sections always get one thread (the same tables in either mode); in the second lane also the lowest
+    # CPU priority, so that the main sequence's two-thread training is not slowed and they fill its idle time
+    lane_params = lambda nb: {**params, 'threads': 1, 'background': nb in side} if nb in independent else params
+    failed = {}
+    def one(nb, show):
         with man.timer(f'notebook:{nb.stem}'):
-            path = run_notebook(nb, nb_dir, lane_params, progress=show)
+            path = run_notebook(nb, nb_dir, lane_params(nb), progress=show)
         bar.update(1); bar.set_postfix_str(nb.stem)
         return str(path.relative_to(run_dir))
+    def report(nb, f):
+        if not f.cancelled() and f.exception() is not None:
+            failed[nb.stem] = str(f.exception()); bar.write(f"failed {nb.name} (second lane): {f.exception()}")
     try:
         with environ(**env), (TerminalBars(relay) if progress else contextlib.nullcontext()):
             from concurrent.futures import ThreadPoolExecutor
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                futures = [pool.submit(one, nb, {**params, 'threads': 1}, False) for nb in side]
-                try:
-                    for nb in main: man.outputs.append(one(nb, params, progress))
-                except BaseException:
-                    for f in futures: f.cancel()
-                    raise
-                man.outputs += [f.result() for f in futures]
+            pool = ThreadPoolExecutor(max_workers=1)
+            futures = {nb: pool.submit(one, nb, False) for nb in side}
+            for nb, f in futures.items(): f.add_done_callback(lambda f, nb=nb: report(nb, f))
+            try:
+                for nb in main: man.outputs.append(one(nb, progress))
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)   # the error now; a running side notebook finishes in its thread
+                for nb, f in futures.items():
+                    if f.cancelled(): man.skipped[f'notebook:{nb.stem}'] = 'not run: an earlier notebook failed'
+                raise
+            pool.shutdown(wait=True)
+            man.outputs += [f.result() for f in futures.values() if not f.cancelled() and f.exception() is None]
+            if failed:
+                for stem, why in failed.items(): man.skipped[f'notebook:{stem}'] = f'failed: {why}'
+                raise NotebookFailed('; '.join(failed.values()))
     finally:
         man.outputs += sorted(str(p.relative_to(run_dir)) for sub in ('tables', 'figures')
                               for p in (run_dir/sub).glob('*') if p.is_file())

@@ -14,7 +14,7 @@ log = logging.getLogger('organage')
 
 # %% auto #0
 __all__ = ['log', 'DROPPED_COLUMNS', 'split_table', 'fit_rna_preprocessor', 'preprocess_rna', 'CohortData', 'split_adata',
-           'split_images', 'dataset_images']
+           'split_images', 'dataset_images', 'iter_dataset_images']
 
 # %% ../../nbs/data/09_prepare.ipynb #9fce2399
 def split_table(adatas:dict, cfg:RunConfig, tcfg:TrainConfig) -> pd.DataFrame:
@@ -138,15 +138,20 @@ def dataset_images(ds, # a `SubjectDataset` (a run's split, or new subjects in `
                    modality:str, organs, # the dataset's organs, in order
                    batch_size:int=64):
     "Every image of `modality` in `ds` as the network reads it: (images (n, *spatial) float32, obs with subject_id, organ, age)."
-    import numpy as np, torch
-    from torch.utils.data import DataLoader
-    from organage.data.datasets import collate_subjects
+    import numpy as np
     x, obs = [], []
-    for b in DataLoader(ds.view([modality]), batch_size=batch_size, shuffle=False, collate_fn=collate_subjects):
-        x.append(b[f'{modality}_x'].float()[:, 0].numpy())
-        sid = np.asarray(b['subject_id'], dtype=object)[b[f'{modality}_subj'].numpy()]
-        organ = np.asarray(list(organs), dtype=object)[b[f'{modality}_organ'].numpy()]
-        obs.append(pd.DataFrame(dict(subject_id=sid.astype(str), organ=organ.astype(str), age=b[f'{modality}_age'].numpy())))
+    for xb, ob in iter_dataset_images(ds, modality, organs, batch_size): x.append(xb); obs.append(ob)
     if not x: return np.zeros((0,), np.float32), pd.DataFrame(columns=['subject_id', 'organ', 'age'])
     return np.concatenate(x), pd.concat(obs, ignore_index=True)
+
+def iter_dataset_images(ds, modality:str, organs, batch_size:int=64):
+    "`dataset_images` batch by batch: (images, obs) per batch, so memory holds one batch."
+    import numpy as np
+    from torch.utils.data import DataLoader
+    from organage.data.datasets import collate_subjects
+    for b in DataLoader(ds.view([modality]), batch_size=batch_size, shuffle=False, collate_fn=collate_subjects):
+        sid = np.asarray(b['subject_id'], dtype=object)[b[f'{modality}_subj'].numpy()]
+        organ = np.asarray(list(organs), dtype=object)[b[f'{modality}_organ'].numpy()]
+        yield (b[f'{modality}_x'].float()[:, 0].numpy(),
+               pd.DataFrame(dict(subject_id=sid.astype(str), organ=organ.astype(str), age=b[f'{modality}_age'].numpy())))
 

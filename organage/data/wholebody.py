@@ -223,7 +223,10 @@ def simulate_wholebody_files(data_dir, # a simulated cohort folder (subjects.csv
         write_csv(p.drop(columns=['file', 'labels_file']), tmp/'wholebody_params.csv')
         write_json(dict(generator='organage.data.wholebody', config=asdict(cfg), regions=REGIONS.to_dict('records'),
                         n_subjects=len(p), seconds=round(time.perf_counter() - t0, 2)), tmp/'wholebody.json')
-        if out.exists(): shutil.rmtree(out)
+        if out.exists():
+            if not (out/'wholebody.json').exists():
+                raise ConfigError(f"{out}: folder exists and was not written by the whole-body simulator; move it or choose another cohort folder")
+            shutil.rmtree(out)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
@@ -362,9 +365,13 @@ def check_wholebody(path, # wholebody.csv, its folder, or a cohort folder with w
     if len(o):
         o = o.assign(group=o.sex + '/' + o.bmi_group)
         rep['counts'] = o.groupby('group').agg(volumes=('path', 'size'), age_min=('age', 'min'), age_max=('age', 'max'), bmi_mean=('bmi', 'mean')).reset_index()
-    geo = pd.Series([(tuple(int(s) for s in im.shape[:3]), tuple(np.linalg.norm(im.affine[:3, :3], axis=0).round(2).tolist()),
-                      ''.join(nib.aff2axcodes(im.affine))) for im in (nib.load(p) for p in o.path)], dtype=object)
+    grids, bad = [], []
+    for p in o.path:
+        try: im = nib.load(p); grids.append((tuple(int(s) for s in im.shape[:3]), tuple(np.linalg.norm(im.affine[:3, :3], axis=0).round(2).tolist()),
+                                             ''.join(nib.aff2axcodes(im.affine))))
+        except Exception as e: bad.append(f"{p}: unreadable NIfTI header ({type(e).__name__}: {e})")
+    geo = pd.Series(grids, dtype=object)
     rep.update(n_subjects=int(a.n_obs), grids={f'{s} voxels, {v} mm, {c}': int(n) for (s, v, c), n in geo.value_counts().items()},
-               with_labels=int(o.labels_path.notna().sum()), dropped=a.uns['dropped'], problems=list(a.uns['problems']))
+               with_labels=int(o.labels_path.notna().sum()), dropped=a.uns['dropped'], problems=list(a.uns['problems']) + bad)
     if not len(o): rep['problems'].append(f'fatal: {path}: no usable whole-body volumes (expected at least one; found 0 after dropping rows)')
     return rep

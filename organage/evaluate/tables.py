@@ -108,7 +108,7 @@ SHIPPED_STAGES = ('aligned', 'naive')   # the network the portable model exports
 
 def _shipped_rows(frames:list) -> list:
     """Model `shipped`: what the run's portable model answers (`organage.model.portable`): its network blended per organ with
-    the baselines' stacked late fusion, the weight fitted on these validation rows, applied to every split. The bundle fits the same weight
+    the baselines' stacked late fusion, the weight fitted on these validation rows, applied to every split (its `mu_raw`, before calibration). The bundle fits the same weight
     on the same rows, so Table 1's row is what `organage predict` gives the run's subjects."""
     from organage.model.portable import fit_blend, apply_blend
     allp = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=['model', 'split'])
@@ -143,7 +143,7 @@ def evaluate_run(run_dir, # a folder written by `train_curriculum`
         for split in splits:
             ds = data.ds[split] if kind != 'unimodal' else data.ds[split].view(mods)
             for use, label in runs:
-                p = predict_dataset(model, ds, use, device=dev)
+                p = predict_dataset(model, ds, use, device=dev, autocast=False)   # full precision, as the portable model predicts: the shipped row is its answer
                 frames.append(p.assign(model=sdir.name, modality=label, split=split))
     bp = run_dir/'baselines'/'predictions.csv'
     if (run_dir/'baselines'/'done.json').exists() and bp.exists():

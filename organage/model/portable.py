@@ -14,14 +14,14 @@ from ..core import ConfigError, DataError, write_json, write_csv, atomic_path
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'FORMAT', 'READS', 'BUNDLE', 'MAIN_STAGES', 'INTENDED_USE', 'SIM_CAVEAT', 'PREDICTION_COLUMNS',
-           'DROPPED_COLUMNS', 'main_stage', 'load_expression', 'transform_expression', 'save_pixel_stats',
-           'load_pixel_stats', 'fit_calibration', 'apply_calibration', 'fit_blend', 'apply_blend', 'affine_weights',
-           'save_linear', 'load_linear', 'linear_rows', 'baseline_rows', 'training_summary', 'card_markdown',
-           'export_model', 'PortableModel', 'load_portable', 'write_prediction_outputs', 'predict']
+__all__ = ['log', 'FORMAT', 'READS', 'BUNDLE', 'MAIN_STAGES', 'REFIT_TOLERANCE', 'INTENDED_USE', 'SIM_CAVEAT',
+           'PREDICTION_COLUMNS', 'DROPPED_COLUMNS', 'main_stage', 'load_expression', 'transform_expression',
+           'save_pixel_stats', 'load_pixel_stats', 'fit_calibration', 'apply_calibration', 'fit_blend', 'apply_blend',
+           'affine_weights', 'save_linear', 'load_linear', 'linear_rows', 'baseline_rows', 'training_summary',
+           'card_markdown', 'export_model', 'PortableModel', 'load_portable', 'write_prediction_outputs', 'predict']
 
 # %% ../../nbs/model/07_portable.ipynb #084af9dc
-FORMAT = 2   # bundle layout version: bumped when a file of the bundle changes meaning (2: the elastic-net blend; calibration of the blend)
+FORMAT = 2   # bundle layout version: bumped when a file of the bundle changes meaning (2: the baselines' blend; calibration of the blend)
 READS = (1, 2)   # formats this organage reads (1: the network alone)
 BUNDLE = 'organage-portable'
 MAIN_STAGES = ('aligned', 'naive')   # the run's main model, as `main_predictions` picks it
@@ -153,9 +153,13 @@ def _linear_part(model, n_features:int, max_bytes:float=64e6) -> np.ndarray:
     if hasattr(model, 'coef_'): return np.asarray(model.coef_, float).reshape(-1)
     if isinstance(model, Pipeline) and len(model.steps) == 2 and isinstance(model[0], KernelPCA) and model[0].kernel == 'linear':
         pca, lin = model[0], model[1]
-        Xf = np.asarray(pca.X_fit_, float)
-        A = pca.eigenvectors_ / np.sqrt(pca.eigenvalues_)
-        return (Xf - Xf.mean(0)).T @ (A @ np.asarray(lin.coef_, float).reshape(-1))
+        Xf = pca.X_fit_   # no float64 copy of the training matrix: rows in chunks
+        v = (pca.eigenvectors_ / np.sqrt(pca.eigenvalues_)) @ np.asarray(lin.coef_, float).reshape(-1)
+        w, mean, step = np.zeros(Xf.shape[1]), np.zeros(Xf.shape[1]), max(1, int(max_bytes // (8 * Xf.shape[1])))
+        for s in range(0, len(Xf), step):
+            chunk = np.asarray(Xf[s:s + step], float)
+            w += chunk.T @ v[s:s + step]; mean += chunk.sum(0)
+        return w - mean / len(Xf) * v.sum()   # (X - m)^T v
     b = float(model.predict(np.zeros((1, n_features)))[0])
     w, step = np.empty(n_features), max(1, int(max_bytes // (8 * n_features)))
     for s in range(0, n_features, step):
@@ -219,12 +223,32 @@ def linear_rows(lin:dict, # one model of `load_linear`
     k = o.organ.map(idx)
     ok = k.notna().to_numpy()
     if not ok.any(): return pd.DataFrame(columns=['subject_id', 'organ', 'mu', 'sigma'])
-    ki = k[ok].astype(int).to_numpy()
-    mu = np.einsum('ij,ij->i', np.asarray(X, float)[ok], lin['coef'][ki]) + lin['intercept'][ki]
-    r = o[ok].assign(mu=mu).groupby(['subject_id', 'organ'], sort=True, as_index=False).mu.mean()
+    ki = k.to_numpy(float)
+    mu = np.full(len(o), np.nan)
+    for j in np.unique(ki[ok]).astype(int):   # one organ at a time: no (rows x features) copy of the weights
+        rows = np.flatnonzero(ki == j)
+        mu[rows] = np.asarray(X[rows], float) @ lin['coef'][j] + lin['intercept'][j]
+    r = o[ok].assign(mu=mu[ok]).groupby(['subject_id', 'organ'], sort=True, as_index=False).mu.mean()
     return r.assign(sigma=r.organ.map(dict(zip(lin['organs'], lin['sigma']))).astype(float))
 
+def _observation_answers(lin:dict, X, obs:pd.DataFrame) -> pd.DataFrame:
+    "One answer per observation (not per subject): subject_id, organ, mu, sigma; rows of organs without weights left out."
+    X = np.asarray(X).reshape(len(X), -1)
+    idx = {o: i for i, o in enumerate(lin['organs'])}
+    o = obs[['subject_id', 'organ']].astype(str).reset_index(drop=True)
+    k = o.organ.map(idx)
+    keep = k.notna().to_numpy()
+    if not keep.any(): return pd.DataFrame(columns=['subject_id', 'organ', 'mu', 'sigma'])
+    ki = k[keep].astype(int).to_numpy()
+    mu = np.empty(len(ki))
+    for j in np.unique(ki):
+        rows = np.flatnonzero(ki == j)
+        mu[rows] = np.asarray(X[keep][rows], float) @ lin['coef'][j] + lin['intercept'][j]
+    return o[keep].reset_index(drop=True).assign(mu=mu, sigma=lin['sigma'][ki])
+
 # %% ../../nbs/model/07_portable.ipynb #eb9c8449
+REFIT_TOLERANCE = 0.01   # years: a refitted baseline answering the stage's validation rows further off than this is not shipped
+
 def _refit_baselines(data, settings:dict, mods:list) -> tuple[dict, dict, dict]:
     "The baselines stage's models again, from its chosen settings, on the training rows: ({name: {organ: estimator}}, sigmas, features)."
     import warnings
@@ -257,13 +281,18 @@ def _refit_baselines(data, settings:dict, mods:list) -> tuple[dict, dict, dict]:
 def baseline_rows(lin:dict, # `load_linear`'s arrays
                   inputs:dict, # {modality: (X, obs)} as the network reads them
                   stacked:dict|None, # the stage's stacker settings ('stacked' of settings.json)
-                  genes=None) -> pd.DataFrame: # the expression columns' gene ids (checked)
+                  genes=None, # the expression columns' gene ids (checked)
+                  extra:list|None=None) -> pd.DataFrame: # per-observation answers computed elsewhere (`_observation_answers` + modality), e.g. images batch by batch
     "The baselines' fused answer per (subject, organ): the stacker where it has weights for the inputs present, else the one baseline (or inverse-variance)."
     from organage.model.baselines import StackedFusion, baseline_name
     parts = []
     for m, (X, obs) in inputs.items():
         name = baseline_name(m)
         if name in lin and len(obs): parts.append(linear_rows(lin[name], X, obs, genes if m == 'rna' else None).assign(modality=m))
+    if extra:
+        e = pd.concat(extra, ignore_index=True)
+        e = e.groupby(['modality', 'subject_id', 'organ'], sort=True, as_index=False).agg(mu=('mu', 'mean'), sigma=('sigma', 'first'))
+        parts.append(e)
     if not parts: return pd.DataFrame(columns=['subject_id', 'organ', 'mu', 'sigma'])
     uni = pd.concat(parts, ignore_index=True).assign(age=np.nan)
     mods = sorted(m for m in ('rna', 'xray', 'mri') if baseline_name(m) in lin)
@@ -271,7 +300,7 @@ def baseline_rows(lin:dict, # `load_linear`'s arrays
 
 def _ship_blend(run_dir:Path, data, preds:dict, mods:list, tmp:Path, files:dict) -> tuple[dict, dict|None]:
     "Write linear.npz and blend.json into the bundle being built and answer the blended predictions; unchanged (None) without baselines."
-    from organage.model.baselines import baseline_inputs
+    from organage.model.baselines import baseline_inputs, baseline_name
     sp = run_dir/'baselines'/'settings.json'
     settings = json.loads(sp.read_text()) if sp.exists() else {}
     models, sigma, features = _refit_baselines(data, settings, mods) if settings.get('models') else ({}, {}, {})
@@ -284,8 +313,20 @@ def _ship_blend(run_dir:Path, data, preds:dict, mods:list, tmp:Path, files:dict)
     genes = features.get('enet_rna') if 'rna' in have else None
     br = {s: baseline_rows(lin, inputs[s], settings.get('stacked'), genes) for s in preds}
     ref = pd.read_csv(run_dir/'baselines'/'predictions.csv', dtype={'subject_id': str})
-    ref = ref[(ref.model == 'stacked') & (ref.split == 'val')].merge(br['val'], on=['subject_id', 'organ'], suffixes=('_stage', ''))
-    diff = float((ref.mu - ref.mu_stage).abs().max()) if len(ref) else float('nan')
+    ref = ref[ref.split == 'val']
+    diffs = {}   # each refitted baseline against the stage's own validation answers (the stacker is rebuilt from its weights)
+    for m in have:
+        X, obs = inputs['val'][m]
+        name = baseline_name(m)
+        mine = linear_rows(lin[name], X, obs, genes if m == 'rna' else None)
+        j = ref[ref.model == name].merge(mine, on=['subject_id', 'organ'], suffixes=('_stage', ''))
+        diffs[name] = float((j.mu - j.mu_stage).abs().max()) if len(j) else float('nan')
+    diff = max(diffs.values()) if diffs else float('nan')
+    if not np.isfinite(diff) or diff > REFIT_TOLERANCE:
+        log.warning("refitted baselines differ from the baselines stage's validation answers by up to %s years (%s; tolerance %s): "
+                    "the bundle ships the network alone", diff, diffs, REFIT_TOLERANCE)
+        (tmp/'linear.npz').unlink()
+        return preds, None
     bl = fit_blend(preds['val'], br['val'])
     out = {s: apply_blend(p, br[s], bl) for s, p in preds.items()}
     table = []
@@ -296,7 +337,8 @@ def _ship_blend(run_dir:Path, data, preds:dict, mods:list, tmp:Path, files:dict)
             row.update(n_test=len(t), **{f'test_mae_{k}': round(float((t[c] - t.age).abs().mean()), 3) if len(t) else None
                                          for k, c in (('network', 'mu_network'), ('baselines', 'mu_enet'), ('blend', 'mu'))})
         table.append(row)
-    write_json(dict(organs=bl, baselines=sorted(lin), stacked=settings.get('stacked', {}), baseline_refit_max_abs_diff=diff, source=str(sp)), tmp/'blend.json')
+    write_json(dict(organs=bl, baselines=sorted(lin), stacked=settings.get('stacked', {}), baseline_refit_max_abs_diff=diff,
+                    baseline_refit_by_model=diffs, source=str(sp)), tmp/'blend.json')
     files.update(linear='linear.npz', blend='blend.json')
     return out, dict(table=table, baseline_refit_max_abs_diff=diff)
 
@@ -356,7 +398,7 @@ def export_model(run_dir, # a finished training run (`organage train`)
                  bias:str='residual', # age-bias correction fitted on validation: 'residual' or 'cole' (`fit_calibration`)
                  device:str='cpu', # cpu, cuda or auto (cuda when present)
                  loaders:dict|None=None,
-                 blend:bool=True) -> Path: # ship the network blended with the run's elastic net (when the run has one and the model reads RNA)
+                 blend:bool=True) -> Path: # ship the network blended with the run's baselines (when it has them)
     "Write one self-contained folder: weights, every fitted preprocessing state, validation calibration, settings, versions and a model card."
     import torch
     from organage.model.predict import open_run, predict_dataset
@@ -456,7 +498,7 @@ def load_portable(path) -> PortableModel:
     except json.JSONDecodeError as e: raise ConfigError(f"{bp}: not readable JSON ({e})") from None
     if meta.get('bundle') != BUNDLE or meta.get('format') not in READS:
         raise ConfigError(f"{bp}: bundle format {meta.get('bundle')!r} version {meta.get('format')!r}; this organage "
-                          f"({_organage_version()}) reads {BUNDLE!r} version {FORMAT}")
+                          f"({_organage_version()}) reads {BUNDLE!r} versions {', '.join(map(str, READS))}")
     made = meta.get('versions', {}).get('organage', '?')
     if _major(made) != _major(_organage_version()):
         raise ConfigError(f"{bp}: model made with organage {made}; this is organage {_organage_version()} "
@@ -553,13 +595,19 @@ def write_prediction_outputs(res:pd.DataFrame, dropped:pd.DataFrame, info:dict, 
 def _new_baseline_rows(pm:PortableModel, adatas:dict, ds) -> pd.DataFrame|None:
     "The shipped baselines' answer for new subjects, from the same inputs the network reads (None: a network-only bundle)."
     if pm.linear is None: return None
-    from organage.data.prepare import dataset_images
+    from organage.data.prepare import iter_dataset_images
     inputs = {}
     if 'rna' in adatas and 'enet_rna' in pm.linear:
         a = adatas['rna']; inputs['rna'] = (a.X, a.obs[['subject_id', 'organ']])
-    for m in ('xray', 'mri'):
-        if m in adatas and f'pcr_{m}' in pm.linear: inputs[m] = dataset_images(ds, m, pm.organs)
-    return baseline_rows(pm.linear, inputs, pm.blend.get('stacked'), np.asarray(adatas['rna'].var_names, dtype=str) if 'rna' in inputs else None)
+    parts = []
+    for m in ('xray', 'mri'):   # images batch by batch: the weights answer each observation, nothing is held but the answers
+        if m not in adatas or f'pcr_{m}' not in pm.linear: continue
+        lin = pm.linear[f'pcr_{m}']
+        for x, obs in iter_dataset_images(ds, m, pm.organs):
+            r = _observation_answers(lin, x, obs)
+            if len(r): parts.append(r.assign(modality=m))
+    genes = np.asarray(adatas['rna'].var_names, dtype=str) if 'rna' in inputs else None
+    return baseline_rows(pm.linear, inputs, pm.blend.get('stacked'), genes, extra=parts)
 
 # %% ../../nbs/model/07_portable.ipynb #b1e2d3f4
 def predict(model, # a `PortableModel` or its folder

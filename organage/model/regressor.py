@@ -23,7 +23,8 @@ from .train import EpochSampler, EpochBar, _quiet_lightning
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'RegressorConfig', 'TensorAgeDataset', 'AgeRegressor', 'FitResult', 'predict_regressor', 'fit_regressor']
+__all__ = ['log', 'RESUMABLE', 'RegressorConfig', 'TensorAgeDataset', 'AgeRegressor', 'FitResult', 'predict_regressor',
+           'fit_regressor']
 
 # %% ../../nbs/model/11_regressor.ipynb #c4e902cc
 class RegressorConfig(BaseModel):
@@ -122,6 +123,12 @@ def _history(log_dir:Path) -> pd.DataFrame:
     cols = [c for c in ('train_loss', 'val_mae') if c in h]
     return h.groupby('epoch')[cols].max().reset_index()   # train and val metrics are logged on separate rows
 
+RESUMABLE = ('epochs', 'patience', 'progress', 'num_workers', 'device')   # settings a finished or interrupted fit may be continued under
+
+def _ckpt_settings(out:Path) -> dict|None:
+    f = out/'settings.json'
+    return json.loads(f.read_text()) if f.exists() else None
+
 def _precision(rc:RegressorConfig, dev:str) -> str:
     if dev == 'cpu' and '16' in rc.precision:
         log.info("precision %s requested on CPU: training in 32-bit", rc.precision); return '32-true'
@@ -152,6 +159,17 @@ def fit_regressor(net:nn.Module, # (B, C, *spatial) -> (B,) / (B, 1), or (B, 2) 
     for name, ds in (('training', train_ds), ('validation', val_ds)):
         if len(ds) < 1: raise NotEnoughDataError(f"{out}: no {name} rows to fit a regressor on")
     done = out/'done.json'
+    same = lambda a, b: {k: v for k, v in a.items() if k not in RESUMABLE} == {k: v for k, v in b.items() if k not in RESUMABLE}
+    if done.exists() or (out/'checkpoints').exists():   # a folder trained before: with other settings it is trained again, said so
+        old = json.loads(done.read_text()).get('settings') if done.exists() else _ckpt_settings(out)
+        if old is not None and not same(old, json.loads(rc.model_dump_json())):
+            log.warning("%s: trained with other settings (%s); training again", out,
+                        ', '.join(f'{k}={old.get(k)!r}->{v!r}' for k, v in json.loads(rc.model_dump_json()).items() if k not in RESUMABLE and old.get(k) != v))
+            for p in ('done.json', 'weights.pt', 'settings.json'): (out/p).unlink(missing_ok=True)
+            import shutil
+            for p in ('checkpoints', 'logs'): shutil.rmtree(out/p, ignore_errors=True)
+    if done.exists() and json.loads(done.read_text())['settings']['epochs'] != rc.epochs:
+        done.unlink()   # more (or fewer) epochs asked for: resume from last.ckpt
     if done.exists():
         info = json.loads(done.read_text())
         net.load_state_dict(torch.load(out/'weights.pt', map_location='cpu', weights_only=True))
@@ -164,6 +182,8 @@ def fit_regressor(net:nn.Module, # (B, C, *spatial) -> (B,) / (B, 1), or (B, 2) 
     stop = EarlyStopping('val_mae', patience=rc.patience, mode='min')
     n_batches = max(1, len(train_ds) // rc.batch_size)
     last = out/'checkpoints'/'last.ckpt'
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(json.loads(rc.model_dump_json()), out/'settings.json')   # what the checkpoints were trained with
     t0 = time.perf_counter()
     with _quiet_lightning():
         trainer = L.Trainer(max_epochs=rc.epochs, default_root_dir=out, logger=CSVLogger(out, name='logs', version=''),
@@ -178,11 +198,11 @@ def fit_regressor(net:nn.Module, # (B, C, *spatial) -> (B,) / (B, 1), or (B, 2) 
     secs = time.perf_counter() - t0
     best = torch.load(ckpt.best_model_path or last, map_location='cpu', weights_only=True)
     net.load_state_dict({k.removeprefix('net.'): v for k, v in best['state_dict'].items()})
-    mu, _ = predict_regressor(net, val_ds, rc.model_copy(update={'loss': rc.loss}))
+    mu, _ = predict_regressor(net, val_ds, rc)
     y = np.array([float(val_ds[i]['age']) for i in range(len(val_ds))])
     info = dict(best_epoch=int(best['epoch']), epochs_run=int(trainer.current_epoch), val_mae=float(np.abs(mu - y).mean()),
                 sigma=float(np.sqrt(np.mean((mu - y) ** 2))), seconds=round(secs, 2), n_train=len(train_ds), n_val=len(val_ds),
-                settings=rc.model_dump())
+                settings=json.loads(rc.model_dump_json()))
     with atomic_path(out/'weights.pt') as tmp: torch.save(net.state_dict(), tmp)
     write_json(info, done)
     return FitResult(net.eval(), info['best_epoch'], info['epochs_run'], info['val_mae'], info['sigma'], secs, _history(out/'logs'), out)

@@ -65,7 +65,7 @@ class AgeScale(nn.Module):
         self.register_buffer('mean', torch.tensor(float(mean))); self.register_buffer('sd', torch.tensor(float(sd)))
         self.register_buffer('x_mean', torch.zeros(()) if x_mean is None else torch.as_tensor(np.asarray(x_mean, np.float32)))
         self.register_buffer('x_sd', torch.tensor(float(x_sd)))
-    def forward(self, x): return self.mean + self.sd * self.net((x - self.x_mean) / self.x_sd)
+    def forward(self, x): return self.mean + self.sd * self.net((x - self.x_mean) / self.x_sd).float()   # fp32 ages under bf16 autocast
 
 def site_network(s:SiteSettings, mean:float=0.0, sd:float=1.0, x_mean=None, x_sd:float=1.0) -> nn.Module:
     "The per-site network: `SmallCNN` (2-D, grid pooling, random shifts) answering one age, wrapped by `AgeScale`."

@@ -50,7 +50,7 @@ class VGG8(nn.Module):
     def forward(self, x):
         if tuple(x.shape[2:]) != self.size:
             raise DataError('volume grid does not match the network', expected=f'(B, C, {", ".join(map(str, self.size))})', found=f'{tuple(x.shape)}')
-        return self.age_mean + self.age_sd*self.head(self.blocks(x))[:, 0]
+        return self.age_mean + self.age_sd*self.head(self.blocks(x))[:, 0].float()   # fp32 ages under bf16 autocast
 
 # %% ../../nbs/model/12_vgg8.ipynb #vg0010
 @dataclass

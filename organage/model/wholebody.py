@@ -73,7 +73,7 @@ class AgeOutput(nn.Module):
         self.net = net
         self.register_buffer('centre', torch.tensor(float(centre))); self.register_buffer('scale', torch.tensor(float(scale)))
     def forward(self, x):
-        out = self.net(x)
+        out = self.net(x).float()   # fp32 ages under bf16 autocast (0.25-0.5 year steps otherwise)
         return self.centre + self.scale*(out[:, 0] if out.ndim == 2 else out)
 
 def resnet18_3d(widen:float=1.0, # width factor (1: 64, 128, 256, 512 channels)
@@ -170,7 +170,7 @@ def fit_wholebody_models(x:np.ndarray, # (n, 1, X, Y, Z) volumes (`wholebody_vol
         if name == 'pcr':
             t0 = time.perf_counter()
             folds = subject_folds(obs.subject_id[tr].astype(str).to_numpy(), 5, seed)
-            m, oof, info = fit_pcr(x[tr], age[tr], folds, seed=seed)
+            m, oof, info = fit_pcr(x[tr], age[tr], folds.reindex(obs.subject_id[tr].astype(str)).to_numpy(), seed=seed)   # one fold per row
             mu = m.predict(x.reshape(len(x), -1))
             add('pcr', mu, max(info['cv_rmse'], 1e-3), time.perf_counter() - t0); fitted['pcr'] = m
             continue
