@@ -225,6 +225,9 @@ def reproduce(cfg:RunConfig, # settings (profile, seed, device, sizes, ...)
     # independent sections always get one thread (the same tables in either mode); in the second lane also the lowest
     # CPU priority, so that the main sequence's two-thread training is not slowed and they fill its idle time
     lane_params = lambda nb: {**params, 'threads': 1, 'background': nb in side} if nb in independent else params
+    if side and 'OMP_WAIT_POLICY' not in os.environ:
+        # two kernels on two cores: OpenMP threads that spin while they wait take the core the other lane needs
+        env = {**env, 'OMP_WAIT_POLICY': 'PASSIVE'}
     failed = {}
     def one(nb, show):
         with man.timer(f'notebook:{nb.stem}'):
