@@ -117,7 +117,8 @@ def test_evaluate_writes_predictions_and_tables(run, cohort):
     assert set(pred.groupby('subject_id').organ.nunique()) == {3}
     t1 = pd.read_csv(d / 'tables' / 'table1.csv')
     assert t1.configuration.tolist() == ['RNA only', 'X-ray only', 'MRI only', 'Naive fusion', 'Aligned fusion', 'Elastic net (RNA)',
-                                         'PCA + ridge (X-ray)', 'PCA + ridge (MRI)', 'Stacked linear (late fusion)']
+                                         'PCA + ridge (X-ray)', 'PCA + ridge (MRI)', 'Stacked linear (late fusion)',
+                                         'Shipped: network + baselines per organ']
     allp = pd.read_csv(d / 'predictions_by_model.csv', dtype={'subject_id': str})
     test = allp[(allp.split == 'test') & (allp.model == 'unimodal_xray')]
     assert t1.set_index('model').loc['unimodal_xray', 'N'] == len(test) == (splits == 'test').sum()
