@@ -214,37 +214,24 @@ def linear_rows(lin:dict, # one model of `load_linear`
         if len(f) != len(lin['features']) or (f != lin['features']).any():
             raise DataError("input columns differ from the baseline's features", expected=f"{len(lin['features'])} model features in order",
                             found=f"{len(f)} columns")
+    r = _observation_answers(lin, X, obs)
+    return r.groupby(['subject_id', 'organ'], sort=True, as_index=False).agg(mu=('mu', 'mean'), sigma=('sigma', 'first'))
+
+def _observation_answers(lin:dict, X, obs:pd.DataFrame) -> pd.DataFrame:
+    "One answer per observation (not per subject): subject_id, organ, mu, sigma; rows of organs without weights left out."
     X = X.toarray() if hasattr(X, 'toarray') else np.asarray(X)
     X = X.reshape(len(X), -1)
     if X.shape[1] != int(lin['n_features']):
         raise DataError("inputs of another size than the baseline's", expected=f"{int(lin['n_features'])} values per row", found=f"{X.shape[1]}")
-    idx = {o: i for i, o in enumerate(lin['organs'])}
     o = obs[['subject_id', 'organ']].astype(str).reset_index(drop=True)
-    k = o.organ.map(idx)
-    ok = k.notna().to_numpy()
-    if not ok.any(): return pd.DataFrame(columns=['subject_id', 'organ', 'mu', 'sigma'])
-    ki = k.to_numpy(float)
+    k = o.organ.map({o: i for i, o in enumerate(lin['organs'])}).to_numpy(float)
+    keep = ~np.isnan(k)
     mu = np.full(len(o), np.nan)
-    for j in np.unique(ki[ok]).astype(int):   # one organ at a time: no (rows x features) copy of the weights
-        rows = np.flatnonzero(ki == j)
+    for j in np.unique(k[keep]).astype(int):   # one organ at a time: no (rows x features) copy of the weights
+        rows = np.flatnonzero(k == j)
         mu[rows] = np.asarray(X[rows], float) @ lin['coef'][j] + lin['intercept'][j]
-    r = o[ok].assign(mu=mu[ok]).groupby(['subject_id', 'organ'], sort=True, as_index=False).mu.mean()
-    return r.assign(sigma=r.organ.map(dict(zip(lin['organs'], lin['sigma']))).astype(float))
-
-def _observation_answers(lin:dict, X, obs:pd.DataFrame) -> pd.DataFrame:
-    "One answer per observation (not per subject): subject_id, organ, mu, sigma; rows of organs without weights left out."
-    X = np.asarray(X).reshape(len(X), -1)
-    idx = {o: i for i, o in enumerate(lin['organs'])}
-    o = obs[['subject_id', 'organ']].astype(str).reset_index(drop=True)
-    k = o.organ.map(idx)
-    keep = k.notna().to_numpy()
-    if not keep.any(): return pd.DataFrame(columns=['subject_id', 'organ', 'mu', 'sigma'])
-    ki = k[keep].astype(int).to_numpy()
-    mu = np.empty(len(ki))
-    for j in np.unique(ki):
-        rows = np.flatnonzero(ki == j)
-        mu[rows] = np.asarray(X[keep][rows], float) @ lin['coef'][j] + lin['intercept'][j]
-    return o[keep].reset_index(drop=True).assign(mu=mu, sigma=lin['sigma'][ki])
+    sigma = lin['sigma'][np.where(keep, k, 0).astype(int)] if len(lin['organs']) else np.full(len(o), np.nan)
+    return o.assign(mu=mu, sigma=sigma)[keep].reset_index(drop=True)
 
 # %% ../../nbs/model/07_portable.ipynb #eb9c8449
 REFIT_TOLERANCE = 0.01   # years: a refitted baseline answering the stage's validation rows further off than this is not shipped
