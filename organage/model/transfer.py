@@ -4,7 +4,7 @@
 
 # %% ../../nbs/model/16_transfer.ipynb #ansfer003
 from __future__ import annotations
-import copy, json, logging, time
+import copy, json, logging, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,9 +24,9 @@ from .regressor import _precision
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'check_labels', 'TensorLabelDataset', 'ClassifierConfig', 'transfer_head', 'fresh_copy', 'CaseControl',
-           'ClassifierFit', 'predict_proba', 'fit_classifier', 'transfer_classifier', 'scratch_classifier',
-           'logistic_baseline', 'classifier_metrics', 'auroc_difference']
+__all__ = ['log', 'check_labels', 'TensorLabelDataset', 'ClassifierConfig', 'LogitHead', 'transfer_head', 'fresh_copy',
+           'CaseControl', 'ClassifierFit', 'predict_proba', 'fit_classifier', 'transfer_classifier',
+           'scratch_classifier', 'logistic_baseline', 'classifier_metrics', 'auroc_difference']
 
 # %% ../../nbs/model/16_transfer.ipynb #ansfer006
 def check_labels(y, what:str='labels') -> np.ndarray:
@@ -82,13 +82,27 @@ def _check_contract(net):
                           f"{type(net).__name__} has head {type(head).__name__}")
     return head.in_features
 
-def transfer_head(backbone:nn.Module, seed:int=0) -> nn.Module:
-    "A deep copy of `backbone` with every parameter frozen and `head` replaced by a trainable Linear(d, 1) (logit)."
+class LogitHead(nn.Linear):
+    "A Linear(d, 1) logit layer reading its input standardised by fixed buffers (`shift`, `scale`: training-embedding mean and sd)."
+    def __init__(self, d:int, shift=None, scale=None):
+        super().__init__(d, 1)
+        self.register_buffer('shift', torch.zeros(d) if shift is None else torch.as_tensor(shift, dtype=torch.float32))
+        self.register_buffer('scale', torch.ones(d) if scale is None else torch.as_tensor(scale, dtype=torch.float32))
+    def forward(self, e): return nn.functional.linear((e - self.shift) / self.scale, self.weight, self.bias)
+
+def transfer_head(backbone:nn.Module, seed:int=0,
+                  x_train=None) -> nn.Module: # training rows: the new head standardises the embedding by their mean and sd
+    "A deep copy of `backbone` with every parameter frozen and `head` replaced by a trainable logit layer (`LogitHead`, a Linear(d, 1))."
     d = _check_contract(backbone)
-    net = copy.deepcopy(backbone)
+    net = copy.deepcopy(backbone).eval()
     for p in net.parameters(): p.requires_grad_(False)
+    shift = scale = None
+    if x_train is not None:
+        with torch.no_grad(): e = net.encode(torch.as_tensor(np.asarray(x_train, dtype=np.float32)) if not torch.is_tensor(x_train) else x_train.float())
+        shift, scale = e.mean(0), e.std(0)
+        scale = torch.where(scale > 1e-6, scale, torch.ones_like(scale))   # a constant unit (a dead ReLU) is left unscaled
     torch.manual_seed(seed)
-    net.head = nn.Linear(d, 1)
+    net.head = LogitHead(d, shift, scale)
     return net
 
 def fresh_copy(backbone:nn.Module, seed:int=0) -> nn.Module:
@@ -182,7 +196,8 @@ def fit_classifier(net:nn.Module, train, val, out_dir, cc:ClassifierConfig|None=
     stop = EarlyStopping('val_loss', patience=cc.patience, mode='min')
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with _quiet_lightning():
+    with _quiet_lightning(), warnings.catch_warnings():
+        if frozen: warnings.filterwarnings('ignore', message=r'Found \d+ module\(s\) in eval mode')   # the frozen backbone, on purpose
         trainer = L.Trainer(max_epochs=cc.epochs, default_root_dir=out, logger=CSVLogger(out, name='logs', version=''),
                             callbacks=[ckpt, stop], accelerator='gpu' if dev == 'cuda' else 'cpu', devices=1,
                             precision=_precision(cc, dev), log_every_n_steps=1, enable_progress_bar=cc.progress,
@@ -204,7 +219,8 @@ def transfer_classifier(backbone:nn.Module, # the trained age model (contract: e
                         out_dir, cfg:ClassifierConfig|None=None) -> ClassifierFit:
     "Seed 001's transfer: freeze the age model except its last layer, replaced by a logit layer, and train that layer."
     cfg = cfg or ClassifierConfig()
-    return fit_classifier(transfer_head(backbone, cfg.seed), train, val, out_dir, cfg, frozen=True)
+    tr = _dataset(train, 'training data')
+    return fit_classifier(transfer_head(backbone, cfg.seed, tr.x), tr, val, out_dir, cfg, frozen=True)
 
 def scratch_classifier(architecture:nn.Module|Callable[[], nn.Module], # a model to copy the architecture of, or a factory
                        train, val, out_dir, cfg:ClassifierConfig|None=None) -> ClassifierFit:
