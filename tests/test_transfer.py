@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 from scipy.stats import mannwhitneyu
 
 from organage.core import DataError
+from organage.explain.tabular import shap_attributions, feature_ranking, precision_at_k
 from organage.model.regressor import RegressorConfig, fit_regressor
 from organage.model.transfer import (ClassifierConfig, transfer_classifier, scratch_classifier, predict_proba,
                                      classifier_metrics, auroc_difference, logistic_baseline)
@@ -94,6 +95,10 @@ def test_transfer_beats_scratch_at_small_n(age_model, tmp_path):
     d = auroc_difference(yt, pt, ps, n_boot=300, seed=0)
     assert d['lo'] > 0, d
     assert ((m.auroc_lo <= m.auroc) & (m.auroc <= m.auroc_hi) & (m.auprc_lo <= m.auprc) & (m.auprc <= m.auprc_hi)).all()
+    # seed 001 ranks the classifier's features by SHAP: the disease (= accelerated-aging) genes come first.
+    # 30 training rows are too few to match backgrounds on the codes: group_cols=() pools them (codes still held)
+    sh = shap_attributions(tf.model, xt[:60], tr[0], nsamples=100, group_cols=())
+    assert sh.pooled_groups == 0 and precision_at_k(feature_ranking(sh), [f'f{j}' for j in range(AGE_GENES)], AGE_GENES) == 1.0
 
 
 def test_bad_labels_are_named(age_model, tmp_path):

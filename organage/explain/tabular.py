@@ -140,7 +140,7 @@ def shap_attributions(model:nn.Module, # contract: model(x) -> (n, 1), model.n_c
                       batch_size:int=100, # gradient evaluations per model call
                       min_background:int=10, # fewer matching background rows: the group uses the pooled background
                       max_background:int=200, # background rows kept per group (random, `seed`)
-                      group_cols:Sequence[int]|None=None, # categorical columns the background must match on (None = all)
+                      group_cols:Sequence[int]|None=None, # categorical columns the background must match on (None = all, () = none: pooled)
                       seed:int=0,
                       device:str='cpu') -> TabularAttribution:
     "SHAP values (shap's GradientExplainer) of the numeric features, categorical codes held fixed per sample."

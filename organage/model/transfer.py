@@ -192,6 +192,7 @@ def fit_classifier(net:nn.Module, train, val, out_dir, cc:ClassifierConfig|None=
         for p in ('checkpoints', 'logs'): shutil.rmtree(out/p, ignore_errors=True)
     L.seed_everything(cc.seed, verbose=False)
     module, dev = CaseControl(net, cc, frozen), pick_device(cc.device)
+    module.train()   # Lightning keeps the modes it is given: a copy of a model returned in eval mode would train without dropout
     ckpt = ModelCheckpoint(dirpath=out/'checkpoints', filename='best', monitor='val_loss', mode='min', save_last=False)
     stop = EarlyStopping('val_loss', patience=cc.patience, mode='min')
     out.mkdir(parents=True, exist_ok=True)
