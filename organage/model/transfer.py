@@ -181,7 +181,9 @@ def fit_classifier(net:nn.Module, train, val, out_dir, cc:ClassifierConfig|None=
     cc, out = cc or ClassifierConfig(), Path(out_dir)
     tr, va = _dataset(train, 'training data'), _dataset(val, 'validation data')
     trainable = [n for n, p in net.named_parameters() if p.requires_grad]
-    settings = dict(json.loads(cc.model_dump_json()), frozen=frozen, trainable=trainable, n_train=len(tr), n_val=len(va))
+    import hashlib
+    digest = hashlib.sha1(b''.join(t.numpy().tobytes() for t in (tr.x, tr.y, va.x, va.y))).hexdigest()[:16]
+    settings = dict(json.loads(cc.model_dump_json()), frozen=frozen, trainable=trainable, n_train=len(tr), n_val=len(va), data=digest)
     done = out/'done.json'
     if done.exists() and json.loads(done.read_text()).get('settings') == settings:
         info = json.loads(done.read_text())
@@ -207,7 +209,7 @@ def fit_classifier(net:nn.Module, train, val, out_dir, cc:ClassifierConfig|None=
     secs = time.perf_counter() - t0
     best = torch.load(ckpt.best_model_path, map_location='cpu', weights_only=True)
     net.load_state_dict({k.removeprefix('net.'): v for k, v in best['state_dict'].items() if k.startswith('net.')})
-    net.eval()
+    net.cpu().eval()   # answered on the CPU wherever it trained (predict_proba moves it to `device`)
     with torch.no_grad(): vl = float(nn.functional.binary_cross_entropy_with_logits(net(va.x).reshape(-1), va.y))
     info = dict(best_epoch=int(best['epoch']), epochs_run=int(trainer.current_epoch), val_loss=vl, seconds=round(secs, 2), settings=settings)
     with atomic_path(out/'weights.pt') as tmp: torch.save(net.state_dict(), tmp)
