@@ -93,6 +93,7 @@ def test_transfer_beats_scratch_at_small_n(age_model, tmp_path):
     assert m.loc['transfer', 'auroc'] > 0.85                   # the oracle (the true biological-age score) reaches about 0.92
     assert m.loc['transfer', 'auroc'] > m.loc['scratch', 'auroc'] + 0.04, m.auroc
     d = auroc_difference(yt, pt, ps, n_boot=300, seed=0)
+    print('paired AUROC difference transfer - scratch', {k: round(v, 4) for k, v in d.items()})
     assert d['lo'] > 0, d
     assert ((m.auroc_lo <= m.auroc) & (m.auroc <= m.auroc_hi) & (m.auprc_lo <= m.auprc) & (m.auprc <= m.auprc_hi)).all()
     # seed 001 ranks the classifier's features by SHAP: the disease (= accelerated-aging) genes come first.
