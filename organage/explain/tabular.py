@@ -87,6 +87,14 @@ def _groups(codes, bg_codes, bg_num, group_cols, min_background, max_background,
         out.append(_Group(torch.as_tensor(u, dtype=torch.float32), np.flatnonzero(np.asarray(inv).reshape(-1) == k), bg_num[idx], bool(pooled)))
     return out
 
+def _feature_names(feature_names, n_cat:int, p:int) -> list:
+    "Names of the p numeric columns (given for them, or for all n_cat + p columns: the codes' dropped); default f0, f1, ..."
+    if feature_names is None: return [f'f{j}' for j in range(p)]
+    names = list(feature_names)
+    if len(names) == n_cat + p and n_cat: names = names[n_cat:]
+    if len(names) != p: raise DataError("feature_names do not match the numeric columns", expected=f"{p} (or {n_cat + p}) names", found=str(len(names)))
+    return names
+
 def _prepare(model, x, background, feature_names, group_cols, min_background, max_background, seed):
     n_cat = _n_cat(model)
     codes, num = split_codes(x, n_cat, 'inputs')
@@ -95,10 +103,7 @@ def _prepare(model, x, background, feature_names, group_cols, min_background, ma
         raise DataError("background and inputs have different numbers of numeric features",
                         expected=f"{num.shape[1]} numeric columns", found=str(bg_num.shape[1]))
     if len(bg_num) < 1: raise NotEnoughDataError("background: no rows")
-    names = list(feature_names) if feature_names is not None else [f'f{j}' for j in range(num.shape[1])]
-    if len(names) == n_cat + num.shape[1]: names = names[n_cat:]   # names of every column given: drop the codes'
-    if len(names) != num.shape[1]:
-        raise DataError("feature_names do not match the numeric columns", expected=f"{num.shape[1]} (or {n_cat + num.shape[1]}) names", found=str(len(names)))
+    names = _feature_names(feature_names, n_cat, num.shape[1])
     groups = _groups(codes, bg_codes, bg_num, group_cols, min_background, max_background, seed)
     n_pooled = sum(gr.pooled for gr in groups)
     if n_pooled:
@@ -187,8 +192,7 @@ def ig_attributions(model:nn.Module, # contract: model(x) -> (n, 1), model.n_cat
         n_groups, pooled = len(groups), sum(g.pooled for g in groups)
     else:
         codes, num = split_codes(x, n_cat, 'inputs')
-        names, _ = (list(feature_names), None) if feature_names is not None else ([f'f{j}' for j in range(num.shape[1])], None)
-        if len(names) == n_cat + num.shape[1]: names = names[n_cat:]
+        names = _feature_names(feature_names, n_cat, num.shape[1])
         B = _tensor(baseline)
         if B.ndim == 1 and len(B) == num.shape[1]: B = B[None].expand_as(num)
         if tuple(B.shape) != tuple(num.shape):
