@@ -233,8 +233,9 @@ def simulate_case_control_files(data_dir:str|Path, # a cohort folder (`organage 
     if len(mi):
         sets[f'TRUE_{D}_METHYLATION'] = sorted(dg[mi]); desc[f'TRUE_{D}_METHYLATION'] = f'simulated truth: genes whose TSS200 methylation {disease} shifts'
     sizes = [len(v) for v in sets.values()]
+    free = sorted(set(universe) - set().union(*sets.values()))   # null genes: in no true set, so a null set that passes is a false discovery
     for k in range(n_null_sets):
-        name = f'NULL_{k + 1:03d}'; sets[name] = sorted(rng.choice(universe, min(sizes[k % len(sizes)], len(universe)), replace=False))
+        name = f'NULL_{k + 1:03d}'; sets[name] = sorted(rng.choice(free, min(sizes[k % len(sizes)], len(free)), replace=False))
         desc[name] = 'random genes of the universe, no effect (null)'
     # write: a temporary folder, moved into place at the end
     tmp = Path(tempfile.mkdtemp(dir=data_dir, prefix='.case_control.tmp-'))
