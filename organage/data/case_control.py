@@ -275,7 +275,7 @@ def simulate_case_control_files(data_dir:str|Path, # a cohort folder (`organage 
                                       cohort_samples_used={o: me['n_samples'][o] for o in m_tis}) if B is not None else None),
                     disease_genes=dict(expression=int(n_disease_genes), up=int((dsign > 0).sum()), down=int((dsign < 0).sum()), methylation=int(len(mi))),
                     gene_sets=dict(true=len(sets) - n_null_sets, null=n_null_sets, universe=len(universe), names=[k for k in sets if not k.startswith('NULL_')]),
-                    files=sorted(str(p.relative_to(tmp)) for p in tmp.rglob('*') if p.is_file()) + ['../truth_disease_genes.csv', '../truth_case_control.csv'])
+                    files=sorted([str(p.relative_to(tmp)) for p in tmp.rglob('*') if p.is_file()] + ['simulation.json']) + ['../truth_disease_genes.csv', '../truth_case_control.csv'])
         write_json(meta, tmp/'simulation.json')
         if out.exists(): shutil.rmtree(out)
         os.replace(tmp, out)
