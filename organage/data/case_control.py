@@ -106,13 +106,13 @@ def _cohort_methylation(data_dir:Path, organs:list, truth:pd.DataFrame, min_samp
                 genes=sorted(set(ann.gene[ann.region == 'TSS200']) - {''}), all_genes=sorted(set(ann.gene) - {''}))
 
 # %% ../../nbs/data/15_case_control.ipynb #cc017
-def _cohort_sim_config(data_dir:Path, n_genes:int) -> SimConfig:
-    "The cohort's expression settings (simulation.json), for the counts' noise, dispersion, library size and batches."
+def _cohort_sim_config(data_dir:Path, n_genes:int, given:dict|None=None) -> SimConfig:
+    "The cohort's expression settings (`given`, else simulation.json), for the counts' noise, dispersion, library size and batches."
     keep = ('expr_noise_sd', 'expr_hetero', 'nb_dispersion', 'lib_size', 'batch_sd', 'nabatch_sd', 'samples_per_batch')
-    cfg = {}
-    if (p := data_dir/'simulation.json').is_file():
-        c = json.loads(p.read_text()).get('config', {})
-        cfg = {k: c[k] for k in keep if k in c}
+    c = {}
+    if given is not None: c = dict(given)
+    elif (p := data_dir/'simulation.json').is_file(): c = json.loads(p.read_text()).get('config', {})
+    cfg = {k: c[k] for k in keep if k in c}
     return SimConfig(n_genes=max(200, n_genes), **cfg)
 
 def _persons(rng, organ, n, case_fraction, disease_acceleration, truth, links):
@@ -142,6 +142,8 @@ def simulate_case_control_files(data_dir:str|Path, # a cohort folder (`organage 
                                 n_null_sets:int=50, # random gene sets (NULL_001, ...) in gene_sets.gmt
                                 missing_rate:float=0.002, # share of betas left missing
                                 disease:str='disease', # the disease's name (gene-set names, truth)
+                                sim_config:dict|None=None, # the cohort's SimConfig fields (default: read from data_dir/simulation.json, which
+                                                           # `simulate_cohort` writes only after its extras: it passes them here)
                                ) -> dict:
     "Write a case-control study on new persons of the cohort in `data_dir` into data_dir/case_control/ (+ truth files); returns what was written."
     data_dir = Path(data_dir)
@@ -189,7 +191,7 @@ def simulate_case_control_files(data_dir:str|Path, # a cohort folder (`organage 
     pers.insert(0, 'subject_id', [f'CC-{c}' for c in subj_codes])
     case = (pers.status == 'case').to_numpy()
     # expression: (tissue, status) pairs are the sampler's 'organs', the disease a shift of the case rows' programme
-    cfg = _cohort_sim_config(data_dir, G)
+    cfg = _cohort_sim_config(data_dir, G, sim_config)
     tis2 = np.repeat(ex['tissue'], 2, axis=0); tis2[1::2] += dvec[None]
     params = dict(base=np.zeros(G), tissue=tis2, beta=np.repeat(ex['beta'], 2, axis=0), sex=ex['sex'],
                   rin=rng.normal(0, 0.06, G), disp=cfg.nb_dispersion*np.exp(rng.normal(0, 0.5, G)))
@@ -346,10 +348,10 @@ def read_case_control(path, # a cohort folder with case_control/, or the case_co
 # %% ../../nbs/data/15_case_control.ipynb #cc027
 def check_case_control(path, # a cohort folder with case_control/, or the case_control folder itself
                       ) -> dict:
-    "Counts and problems of a case-control study without raising on bad data: {'modalities': {...}, 'gene_sets': ..., 'problems': [...], 'unreadable': n, 'fatal': bool}."
+    "Counts and problems of a case-control study without raising on bad data: {'modalities', 'counts' (table), 'gene_sets', 'problems', 'unreadable', 'fatal'}."
     out = dict(folder=str(path), modalities={}, gene_sets=None, problems=[], unreadable=0, fatal=False)
     try: p = _cc_folder(path)
-    except DataError as e: out.update(problems=[dict(severity='fatal', file=str(path), message=str(e))], unreadable=1, fatal=True); return out
+    except DataError as e: out.update(problems=[dict(severity='fatal', file=str(path), message=str(e))], unreadable=1, fatal=True, counts=pd.DataFrame()); return out
     out['folder'] = str(p)
     def fail(f, e): out['problems'].append(dict(severity='fatal', file=str(f), message=str(e))); out['unreadable'] += 1; out['fatal'] = True
     for name, sub, fn in (('expression', 'gtex', read_case_control_expression), ('methylation', 'methylation', read_case_control_methylation)):
@@ -368,4 +370,7 @@ def check_case_control(path, # a cohort folder with case_control/, or the case_c
         try: gs = read_gmt(gmt); out['gene_sets'] = dict(sets=len(gs), null=sum(k.startswith('NULL_') for k in gs), true=[k for k in gs if k.startswith('TRUE_')])
         except DataError as e: fail(gmt, e)
     if not out['modalities'] and not out['fatal']: fail(p, 'no gtex/ or methylation/ folder with case-control data')
+    out['counts'] = pd.DataFrame([dict(modality=m, samples=v[s_]['case'] + v[s_]['control'], organ=s_, cases=v[s_]['case'], controls=v[s_]['control'])
+                                  for m, r in out['modalities'].items() for v in [r['per_tissue']] for s_ in v],
+                                 columns=['modality', 'samples', 'organ', 'cases', 'controls'])
     return out
