@@ -91,3 +91,16 @@ def test_age_correlation_ranking_recovers_age_sets(study):
     rm = pd.Series(stats.spearmanr(pf.X, pf.obs.age.to_numpy()[:, None]).statistic[-1, :-1], index=list(pf.var_names)).abs().fillna(0)
     rt = recovery_table(enrich_ora(rm.nlargest(40).index, gs, list(pf.var_names)), ['TRUE_AGE_METHYLATION'])
     assert rt['rank'][0] == 1 and rt.fdr[0] < 1e-6 and rt.n_pass[1] == 0
+
+
+def test_shuffled_status_finds_nothing(study):
+    "Calibration: with the case/control labels shuffled, neither ORA nor prerank calls the disease sets, and almost no set passes."
+    d, meta, rd, gs = study
+    e = rd['expression']; sym = list(e.var.symbol)
+    X = np.log1p(1e6*e.X/e.X.sum(1, keepdims=True))
+    lab = np.random.default_rng(5).permutation(e.obs.case.to_numpy())
+    t = pd.Series(stats.ttest_ind(X[lab == 1], X[lab == 0], equal_var=False).statistic, index=sym).fillna(0)
+    for res in (enrich_ora(t.abs().nlargest(100).index, gs, sym), enrich_prerank(t, gs, permutations=500, seed=0)):
+        rt = recovery_table(res, ['TRUE_DISEASE_EXPRESSION', 'TRUE_DISEASE_EXPRESSION_UP', 'TRUE_DISEASE_EXPRESSION_DOWN'])
+        assert (rt.fdr[:3] > 0.05).all(), rt
+        assert (res.fdr < 0.05).sum() <= 1 and rt.n_pass.iloc[-1] == 0, res.head()
