@@ -26,7 +26,8 @@ log = logging.getLogger('organage')
 # %% auto #0
 __all__ = ['log', 'check_labels', 'TensorLabelDataset', 'ClassifierConfig', 'LogitHead', 'transfer_head', 'fresh_copy',
            'CaseControl', 'ClassifierFit', 'predict_proba', 'fit_classifier', 'transfer_classifier',
-           'scratch_classifier', 'logistic_baseline', 'classifier_metrics', 'auroc_difference']
+           'scratch_classifier', 'logistic_baseline', 'classifier_metrics', 'auroc_difference', 'TransferComparison',
+           'compare_transfer']
 
 # %% ../../nbs/model/16_transfer.ipynb #ansfer006
 def check_labels(y, what:str='labels') -> np.ndarray:
@@ -295,3 +296,34 @@ def auroc_difference(y, p_a, p_b, # labels and two models' scores on the same sa
     lo, hi = np.percentile(d, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     pv = min(1.0, 2 * (min((d <= 0).sum(), (d >= 0).sum()) + 1) / (n_boot + 1))
     return dict(difference=float(roc_auc_score(y, a) - roc_auc_score(y, b)), lo=float(lo), hi=float(hi), p_value=float(pv), n_boot=n_boot, level=level)
+
+# %% ../../nbs/model/16_transfer.ipynb #ansfer031
+@dataclass
+class TransferComparison:
+    "Result of `compare_transfer`."
+    metrics: pd.DataFrame # one row per model: AUROC, AUPRC, intervals
+    difference: dict # paired bootstrap of AUROC(transfer) - AUROC(scratch)
+    scores: pd.DataFrame # per test row: label, transfer, scratch, logistic
+    transfer: ClassifierFit = field(repr=False)
+    scratch: ClassifierFit = field(repr=False)
+    logistic: object = field(repr=False)
+
+def compare_transfer(backbone:nn.Module, # the trained age model (contract)
+                     train, val, test, # (x, y) pairs: y 0 = control, 1 = case
+                     out_dir, cfg:ClassifierConfig|None=None,
+                     architecture:nn.Module|Callable[[], nn.Module]|None=None, # for scratch; default: the backbone's, re-initialised
+                     n_boot:int=2000, seed:int=0, level:float=0.95) -> TransferComparison:
+    "Transfer vs scratch vs elastic-net logistic regression on the same test rows, with intervals and the paired difference."
+    from organage.core import write_csv
+    out = Path(out_dir); cfg = cfg or ClassifierConfig()
+    tr, va, te = (_dataset(d, w) for d, w in ((train, 'training data'), (val, 'validation data'), (test, 'test data')))
+    tf = transfer_classifier(backbone, tr, va, out/'transfer', cfg)
+    sc = scratch_classifier(architecture if architecture is not None else backbone, tr, va, out/'scratch', cfg)
+    lr = logistic_baseline(torch.cat([tr.x, va.x]).numpy(), torch.cat([tr.y, va.y]).numpy(), n_cat=int(getattr(backbone, 'n_cat', 0)), seed=seed)
+    y = te.y.numpy().astype(int)
+    scores = pd.DataFrame(dict(label=y, transfer=predict_proba(tf.model, te.x), scratch=predict_proba(sc.model, te.x),
+                               logistic=lr.predict_proba(te.x.numpy().astype(np.float64))[:, 1]))
+    m = classifier_metrics(y, {k: scores[k].to_numpy() for k in ('transfer', 'scratch', 'logistic')}, n_boot, seed, level)
+    d = auroc_difference(y, scores.transfer, scores.scratch, n_boot, seed, level)
+    write_csv(scores, out/'scores.csv'); write_csv(m, out/'metrics.csv'); write_json(d, out/'difference.json')
+    return TransferComparison(m, d, scores, tf, sc, lr)
