@@ -72,3 +72,13 @@ def test_resume_starts_after_the_last_epoch_even_when_the_best_epoch_was_earlier
     assert len(seen) == 3 * (96 // 16), len(seen)          # epochs 4-6 only
     np.testing.assert_allclose(predict_regressor(resumed.model, va, rc)[0], predict_regressor(whole.model, va, rc)[0], atol=1e-4)
     assert resumed.best_epoch == whole.best_epoch
+
+
+def test_a_network_handed_over_in_eval_mode_still_trains_in_training_mode(tmp_path):
+    # Lightning keeps the mode it is given; dropout and batch-norm updates must not be off during training
+    tr, va = _data(32, 0), _data(16, 1)
+    net = _net().eval()
+    modes = []
+    net[3].register_forward_hook(lambda m, i, o: modes.append(m.training))   # the Dropout layer
+    fit_regressor(net, tr, va, tmp_path, RegressorConfig(epochs=1, batch_size=16, device='cpu'))
+    assert True in modes, 'no training-mode forward pass: the network trained in eval mode'

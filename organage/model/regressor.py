@@ -183,6 +183,7 @@ def fit_regressor(net:nn.Module, # (B, C, *spatial) -> (B,) / (B, 1), or (B, 2) 
                          _history(out/'logs'), out)
     L.seed_everything(rc.seed, verbose=False)
     module, dev = AgeRegressor(net, rc), pick_device(rc.device)
+    module.train()   # Lightning keeps the mode it is given: a network handed over in eval mode would train without dropout
     ckpt, latest = stage_checkpoints(out/'checkpoints')   # best.ckpt; last.ckpt after every epoch (the resume point)
     stop = EarlyStopping('val_mae', patience=rc.patience, mode='min')
     n_batches = max(1, len(train_ds) // rc.batch_size)
