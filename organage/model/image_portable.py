@@ -189,7 +189,7 @@ def _inputs_note(spec:dict) -> str:
 def _fit_markdown(fit:dict|None) -> str:
     if not fit: return ''
     keep = {k: v for k, v in fit.items() if not isinstance(v, (dict, list))}
-    return '## Training run\n\n' + pd.DataFrame([keep]).to_markdown(index=False) + '\n'
+    return '\n## Training run\n\n' + pd.DataFrame([keep]).to_markdown(index=False) + '\n'
 
 # %% ../../nbs/model/17_image_portable.ipynb #ip0020
 def _forward(m:ImageModel, x, batch_size:int=16, device:str='cpu') -> tuple[np.ndarray, np.ndarray]:
