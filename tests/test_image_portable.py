@@ -102,7 +102,7 @@ def test_wholebody_and_site_networks_round_trip(tmp_path):
     write_toy_cohort(tmp_path/'c', subjects=150, seed=0)
     wb = simulate_wholebody_files(tmp_path/'c', shape=(16, 12, 24), n_subjects=24)
     s = wholebody_settings('quick', shape=(16, 12, 24), widen=0.125, hidden=8, vgg=(4, 'M', 8, 'M'))
-    a = read_wholebody(wb); x = wholebody_volumes(a, s.shape)
+    a = read_wholebody(wb); x = wholebody_volumes(a, s.shape); got = {}
     for name, net, xx in (('resnet18_3d', resnet18_3d(s.widen, s.hidden, 62.0, 9.0), x), ('cnn_25d', vgg_2d(2, s.vgg, 16, 62.0, 9.0), projections_25d(x))):
         with torch.no_grad(): mu = net.eval()(torch.as_tensor(xx)).numpy()   # untrained: the round trip is what is tested
         rows = a.obs[['subject_id', 'age', 'sex']].reset_index(drop=True).assign(mu=mu, sigma=5.0)
@@ -111,6 +111,10 @@ def test_wholebody_and_site_networks_round_trip(tmp_path):
         r7 = predict_image_model(b, wb, batch_size=7).set_index('subject_id')
         mem = rows.set_index('subject_id').mu.loc[r1.index]
         assert len(r1) == 24 and float((r1.mu_raw - mem).abs().max()) < TOL and float((r7.mu_raw - r1.mu_raw).abs().max()) < TOL, name
+        got[name] = r1
+    sh = pd.read_csv(wb/'wholebody.csv', dtype=str); sid = sh.subject_id.iloc[3]; sh.loc[3, 'age'] = ''; sh.to_csv(wb/'wholebody.csv', index=False)
+    r = predict_image_model(tmp_path/'resnet18_3d', wb).set_index('subject_id')   # a person without a recorded age is predicted, flagged
+    assert len(r) == 24 and bool(r.no_age[sid]) and int(r.no_age.sum()) == 1 and abs(r.mu_raw[sid] - got['resnet18_3d'].mu_raw[sid]) < TOL
     Path(a.obs.path.iloc[0]).unlink()   # a volume gone: named in the dropped list, the rest predicted
     r = predict_image_model(tmp_path/'resnet18_3d', wb, tmp_path/'wb_out')
     dr = pd.read_csv(tmp_path/'wb_out'/'dropped_files.csv', dtype=str)
@@ -125,6 +129,10 @@ def test_wholebody_and_site_networks_round_trip(tmp_path):
     r = predict_image_model(b, ms, batch_size=3)
     assert set(r.modality) == {'xray'} and set(r.organ) == {'muscle'}
     assert float(np.abs(r.set_index('subject_id').mu_raw - per.set_index('subject_id').mu).max()) < TOL
+    csv = ms/'MSK-v1.0'/'train.csv'; tab = pd.read_csv(csv, dtype=str)
+    k = int(np.flatnonzero(tab.Site == 'knee')[0]); tab.loc[k, 'Age'] = ''; tab.to_csv(csv, index=False)
+    r = predict_image_model(b, ms)
+    assert len(r) == len(per) and int(r.no_age.sum()) == 1   # the image without an age is predicted, flagged
     Path(ok.path.iloc[0]).unlink()
     r = predict_image_model(b, ms, tmp_path/'knee_out')
     dr = pd.read_csv(tmp_path/'knee_out'/'dropped_files.csv', dtype=str)

@@ -308,7 +308,7 @@ def _read_brain(i:dict, data, modality:str) -> ImageInputs:
 def _read_wholebody(i:dict, data, modality:str) -> ImageInputs:
     from organage.data.wholebody import read_wholebody
     from organage.model.wholebody import wholebody_volumes, projections_25d
-    a = read_wholebody(data)
+    a = read_wholebody(data, keep_missing_age=True)   # a person without a recorded age is predicted (no_age), not dropped
     sheet = Path(a.uns['wholebody']['sheet'])
     f = a.uns.get('dropped_files') or {}
     rows = [(s, p, 'read', m) for s, p, m in zip(f.get('subject_id', []), f.get('path', []), f.get('message', []))]
@@ -334,7 +334,7 @@ def _read_wholebody(i:dict, data, modality:str) -> ImageInputs:
 def _read_sites(i:dict, data, modality:str) -> ImageInputs:
     import anndata as ad
     from organage.data.msk_sites import read_msk_sites, site_images
-    a = data if isinstance(data, ad.AnnData) else read_msk_sites(data)
+    a = data if isinstance(data, ad.AnnData) else read_msk_sites(data, keep_missing_age=True)
     site, size = i['site'], int(i['size'])
     mine = a[(a.obs['site'] == site).to_numpy()]
     if not mine.n_obs: raise DataError(f"no radiographs of site {site}: this model reads {site}", path=a.uns.get('source', data if not isinstance(data, ad.AnnData) else None),
