@@ -150,3 +150,21 @@ def test_cli_predict_reads_an_image_bundle(brain, tmp_path):
     bad = subprocess.run([str(BIN), 'predict', '--model', str(brain['bundle']), '--data', str(brain['channels']), '--out', str(tmp_path/'x'),
                           '--modalities', 'mri'], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and 'main model only' in bad.stderr and 'Traceback' not in bad.stderr
+
+def test_ixi_folder_is_read_by_a_vgg8_bundle(tmp_path):
+    "An IXI-layout folder (IXI.csv + IXI-T1/, channels on other grids and orientations) through the same recipe as in memory."
+    from organage.data.brain_channels import write_ixi_channels, read_brain_channels, load_channel_volumes
+    from organage.model.vgg8 import Seed002Settings
+    from organage.model.image_portable import build_network
+    torch.manual_seed(0)
+    ixi = write_ixi_channels(tmp_path/'ixi', n=10, size=16, seed=2)
+    s = Seed002Settings(size=16, widths=(2, 2, 4, 4, 4), hidden=(4, 4))
+    spec = vgg8_spec(s, 'T2', 4.0)   # T2 is stored RAS with 12 slices: resampled onto the 16^3 grid centred on the T1 (the reference)
+    net = build_network(spec['arch']).eval(); net.age_mean.fill_(50.0)
+    x, obs, _ = load_channel_volumes(read_brain_channels(ixi), 'T2', 16, s.fov_mm)
+    with torch.no_grad(): mu = net(torch.as_tensor(x)).numpy()
+    rows = obs[['subject_id', 'age', 'sex']].reset_index(drop=True).assign(mu=mu, sigma=4.0)
+    b = export_image_model(net, spec, rows, tmp_path/'b', train_rows=rows)
+    r = predict_image_model(b, ixi, batch_size=3).set_index('subject_id')
+    assert len(r) == 10 and float((r.mu_raw - rows.set_index('subject_id').mu.loc[r.index]).abs().max()) < TOL
+    assert set(r.modality) == {'mri_T2'} and r.age.notna().all()
