@@ -118,15 +118,29 @@ def cmd_export(a):
     export_model(a.run, out, stage, a.data, device=a.device or 'cpu', bias=a.bias)
     print(f"portable model ({stage}) written to {out}")
 
+def _bundle_name(model) -> str|None:
+    "The `bundle` field of a model folder's bundle.json (None: no readable one; the main loader then says what is wrong)."
+    import json
+    f = Path(model)/'bundle.json'
+    try: return json.loads(f.read_text()).get('bundle') if f.is_file() else None
+    except (ValueError, AttributeError): return None
+
 def cmd_predict(a):
-    "Organ ages, gaps, z-scores and calibrated intervals of new subjects with a portable model; nothing is refitted on them."
+    "Organ ages, gaps, z-scores and calibrated intervals of new subjects with a portable model (main or image bundle); nothing is refitted on them."
     from organage.core import ConfigError
     if not Path(a.model).is_dir(): raise ConfigError(f"--model {a.model}: model folder not found")
-    if not Path(a.data).is_dir(): raise ConfigError(f"--data {a.data}: data folder not found")
+    image = _bundle_name(a.model) == 'organage-image-portable'   # `organage.model.image_portable.IMAGE_BUNDLE`
+    if not (Path(a.data).exists() if image else Path(a.data).is_dir()): raise ConfigError(f"--data {a.data}: data folder not found")
     out = _out_folder(a.out)
-    from organage.model.portable import predict
-    res = predict(a.model, a.data, out, batch_size=a.batch_size, device=a.device or 'auto', max_imputed_share=a.max_imputed_share,
-                  modalities=a.modalities)
+    if image:
+        if a.modalities or a.max_imputed_share is not None:
+            raise ConfigError(f"--model {a.model} is an image bundle (one network, one input): --modalities and --max-imputed-share apply to the main model only")
+        from organage.model.image_portable import predict_image_model
+        res = predict_image_model(a.model, a.data, out, batch_size=a.batch_size, device=a.device or 'auto')
+    else:
+        from organage.model.portable import predict
+        res = predict(a.model, a.data, out, batch_size=a.batch_size, device=a.device or 'auto', max_imputed_share=a.max_imputed_share,
+                      modalities=a.modalities)
     dropped = sum(1 for _ in open(out/'dropped_files.csv')) - 1
     print(f"{len(res)} organ predictions of {res.subject_id.nunique()} subjects written to {out/'predictions.csv'} and {out/'predictions.h5ad'}"
           + (f"; {dropped} unreadable files left out, listed in {out/'dropped_files.csv'}" if dropped else ''))
@@ -182,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="age-bias correction fitted on validation: residual (the paper's; needs each subject's age) or cole (needs none)")
     x.set_defaults(func=cmd_export)
     pr = sub.add_parser('predict', help='organ ages of new subjects with a portable model (CSV + .h5ad)')
-    pr.add_argument('--model', required=True, help='portable model folder (organage export, or RUN/model)')
-    pr.add_argument('--data', required=True, help='cohort folder (gtex/, chexpert/ and/or ixi/)')
+    pr.add_argument('--model', required=True, help='portable model folder (organage export, or RUN/model), or an image bundle (export_image_model)')
+    pr.add_argument('--data', required=True, help='cohort folder (gtex/, chexpert/ and/or ixi/); for an image bundle what its loader reads (brain-channel sheet or IXI folder, whole-body folder, msk folder)')
     pr.add_argument('--out', required=True, help='output folder: predictions.csv, predictions.h5ad, dropped_files.csv, predict.json')
     pr.add_argument('--batch-size', type=int, default=64, help='subjects per forward pass (results do not depend on it)')
     pr.add_argument('--max-imputed-share', type=float, default=None, help="refuse expression samples missing more than this share of the model's genes (default: the model's setting, 0.2)")

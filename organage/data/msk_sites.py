@@ -275,10 +275,11 @@ def find_msk_folder(folder) -> Path:
 
 def read_msk_sites(folder, # cohort folder (with msk/) or the msk/ folder
                    check_files:bool=False, # stat every image; drop and count missing ones
+                   keep_missing_age:bool=False, # keep images without a usable age (age NaN), for prediction (`read_chexpert`)
                   ):
     "Radiographs of every body site as an AnnData (one row per image, `site`, organ muscle), subject ids from `subject_links.csv` when present."
     msk = find_msk_folder(folder)
-    a = read_chexpert(msk, check_files=check_files)
+    a = read_chexpert(msk, check_files=check_files, keep_missing_age=keep_missing_age)
     a.obs['patient_id'] = a.obs['subject_id'].astype(str)
     links = msk/'subject_links.csv'
     if links.is_file():

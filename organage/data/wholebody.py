@@ -263,6 +263,7 @@ def _wb_sheet(path:Path) -> Path:
 
 def read_wholebody(path, # wholebody.csv, or the folder holding it (or a cohort folder with wholebody/)
                    check_headers:bool=True, # read every NIfTI header now; drop and count unusable files
+                   keep_missing_age:bool=False, # keep rows without a usable age (age NaN, noted), for prediction; training refuses them
                   ):
     "Whole-body MRI as an AnnData: one observation per subject (no voxels), standard `obs` plus bmi, bmi_group, path, labels_path."
     import anndata as ad
@@ -284,7 +285,12 @@ def read_wholebody(path, # wholebody.csv, or the folder holding it (or a cohort 
                                   f"found {examples([f'row {i}: {v!r}' for i, v in df.loc[mask, col].items()])})")
         df = df[~mask]
     drop(df.subject_id.isna(), 'missing_subject_id', 'subject_id', 'a subject id')
-    age = pd.to_numeric(df.age, errors='coerce'); drop(~(age > 0) | ~(age < 130), 'missing_age', 'age', 'years in 0-130')
+    age = pd.to_numeric(df.age, errors='coerce'); no_age = ~(age > 0) | ~(age < 130)
+    if keep_missing_age:
+        if no_age.any(): drops.note(f"{sheet_path}: column age: {int(no_age.sum())} rows without a usable age kept for prediction (age NaN; "
+                                    f"found {examples([f'row {i}: {v!r}' for i, v in df.loc[no_age, 'age'].items()])})")
+        df = df.assign(age=age.where(~no_age))
+    else: drop(no_age, 'missing_age', 'age', 'years in 0-130')
     sex = df.sex.astype(str).str.strip().str.lower().map({'male': 'male', 'm': 'male', '1': 'male', 'female': 'female', 'f': 'female', '2': 'female'})
     drop(sex.isna(), 'malformed_sex', 'sex', 'male/female (m/f, 1/2)')
     bmi = pd.to_numeric(df.bmi, errors='coerce'); drop(~(bmi >= 10) | ~(bmi <= 80), 'bad_bmi', 'bmi', 'kg/m^2 in 10-80')
