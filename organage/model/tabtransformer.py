@@ -27,9 +27,9 @@ log = logging.getLogger('organage')
 
 # %% auto #0
 __all__ = ['log', 'CAT_COLUMNS', 'OMICS', 'DEFAULT_PARAMS', 'TUNE_BUDGETS', 'TabTransformer', 'TableAgeDataset', 'OmicsTable',
-           'table_splits', 'read_omics', 'omics_table', 'default_rc', 'build_tabtransformer', 'fit_tabtransformer',
-           'predict_table', 'fit_table_enet', 'clock_metrics', 'evaluate_tabtransformer', 'tabtransformer_space',
-           'params_of', 'tune_tabtransformer']
+           'table_splits', 'read_omics', 'omics_table', 'select_features', 'default_rc', 'build_tabtransformer',
+           'fit_tabtransformer', 'predict_table', 'fit_table_enet', 'clock_metrics', 'evaluate_tabtransformer',
+           'tabtransformer_space', 'params_of', 'tune_tabtransformer']
 
 # %% ../../nbs/model/15_tabtransformer.ipynb #tt0006
 class TabTransformer(nn.Module):
@@ -268,6 +268,27 @@ def omics_table(data, # cohort folder (`read_omics`), or {'methylation': promote
     return OmicsTable(np.hstack([codes, num]), obs, list(features), cats, info)
 
 # %% ../../nbs/model/15_tabtransformer.ipynb #tt0022
+def select_features(table:OmicsTable, # a table from `omics_table`
+                    k:int=100, # features kept per omic (all when an omic has fewer)
+                   ) -> OmicsTable:
+    "The `k` features of each omic most correlated with age on that omic's training rows (|Pearson r|); a new table, the choice in `info`."
+    if k < 1: raise ConfigError(f"k={k}: expected at least 1 feature per omic")
+    num, age = table.x[:, table.n_cat:].astype(np.float64), table.age
+    keep = np.zeros(num.shape[1], bool)
+    blocks = table.info['layout'] == 'blocks' and len(table.categories['data_type']) > 1
+    for d in table.categories['data_type']:
+        tr = table.mask('train', d)
+        cols = np.flatnonzero([f.startswith(f'{d}:') for f in table.features]) if blocks else np.arange(num.shape[1])
+        z, a = num[np.ix_(tr, cols)], age[tr] - age[tr].mean()
+        sd = z.std(0); r = np.abs((z - z.mean(0)).T @ a) / (len(a) * np.where(sd > 0, sd, np.inf) * a.std())
+        keep[cols[np.argsort(-r, kind='stable')[:k]]] = True
+    sel = np.flatnonzero(keep)
+    info = dict(table.info, selection=dict(method='top |Pearson r| with age per omic, training rows only', k=k,
+                                           kept=int(keep.sum()), left_out=int((~keep).sum())))
+    return OmicsTable(np.hstack([table.x[:, :table.n_cat], table.x[:, table.n_cat + sel]]), table.obs, [table.features[i] for i in sel],
+                      table.categories, info)
+
+# %% ../../nbs/model/15_tabtransformer.ipynb #tt0025
 DEFAULT_PARAMS = dict(dim=32, depth=2, heads=4, mlp=(128, 64), dropout=0.1, activation='relu', lr=1e-3, weight_decay=1e-5)
 _TRAIN_KEYS = ('lr', 'weight_decay', 'batch_size')
 
@@ -303,7 +324,7 @@ def predict_table(net:nn.Module, table:OmicsTable, rc:RegressorConfig|None=None)
     mu, _ = predict_regressor(net, TableAgeDataset(table.x, table.age), rc or default_rc())
     return mu
 
-# %% ../../nbs/model/15_tabtransformer.ipynb #tt0024
+# %% ../../nbs/model/15_tabtransformer.ipynb #tt0027
 def fit_table_enet(table:OmicsTable, # features: numeric columns + one-hot categories
                    per_omic:bool=False, # True: one elastic net per data type (on that omic's rows and features)
                    cfg:BaselineConfig|None=None, seed:int=0) -> tuple[np.ndarray, dict]:
@@ -351,7 +372,7 @@ def evaluate_tabtransformer(table:OmicsTable, out_dir, params:dict|None=None, rc
                     enet=chosen, table=table.info), out/'summary.json')
     return dict(metrics=metrics, predictions=preds, fit=fit, enet=chosen)
 
-# %% ../../nbs/model/15_tabtransformer.ipynb #tt0027
+# %% ../../nbs/model/15_tabtransformer.ipynb #tt0030
 TUNE_BUDGETS = dict(quick=4, full=100)   # trials; the paper does not say how many it ran
 
 def tabtransformer_space(trial) -> dict:
