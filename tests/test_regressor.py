@@ -45,3 +45,40 @@ def test_sigma_is_the_validation_residual_rmse(tmp_path):
     y = va.age.numpy()
     np.testing.assert_allclose(fit.sigma, np.sqrt(np.mean((mu - y) ** 2)), rtol=1e-5)
     assert np.allclose(sd, fit.sigma)
+
+
+def test_resume_starts_after_the_last_epoch_even_when_the_best_epoch_was_earlier(tmp_path):
+    # validation ages unrelated to the inputs: the validation MAE stops improving after an epoch or two, so the best
+    # epoch is early. Lightning's own save_last writes last.ckpt only when the best improves; a resume from there
+    # would replay epochs. The run must continue from epoch 4, whatever epoch was best.
+    g = np.random.default_rng(7)
+    tr = _data(96, 0)
+    va = TensorAgeDataset(g.normal(size=(32, 1, 4, 4)).astype(np.float32), g.uniform(20, 80, 32))
+    rc = RegressorConfig(epochs=6, patience=6, batch_size=16, lr=1e-2, device='cpu')
+    def net50():   # starts at the mean age: its best validation MAE is at the start
+        n = _net()
+        with torch.no_grad(): n[-1].bias.fill_(50.0)
+        return n
+    whole = fit_regressor(net50(), tr, va, tmp_path/'whole', rc)
+    part = tmp_path/'part'
+    first = fit_regressor(net50(), tr, va, part, rc.model_copy(update={'epochs': 3}))
+    assert first.best_epoch < 2, first.history   # the situation under test: the best epoch is not the last
+    (part/'done.json').unlink(); (part/'weights.pt').unlink()
+    assert torch.load(part/'checkpoints'/'last.ckpt', map_location='cpu', weights_only=False)['epoch'] == 2
+    seen = []
+    net = net50()
+    net.register_forward_hook(lambda m, i, o: seen.append(len(o)) if m.training else None)
+    resumed = fit_regressor(net, tr, va, part, rc)
+    assert len(seen) == 3 * (96 // 16), len(seen)          # epochs 4-6 only
+    np.testing.assert_allclose(predict_regressor(resumed.model, va, rc)[0], predict_regressor(whole.model, va, rc)[0], atol=1e-4)
+    assert resumed.best_epoch == whole.best_epoch
+
+
+def test_a_network_handed_over_in_eval_mode_still_trains_in_training_mode(tmp_path):
+    # Lightning keeps the mode it is given; dropout and batch-norm updates must not be off during training
+    tr, va = _data(32, 0), _data(16, 1)
+    net = _net().eval()
+    modes = []
+    net[3].register_forward_hook(lambda m, i, o: modes.append(m.training))   # the Dropout layer
+    fit_regressor(net, tr, va, tmp_path, RegressorConfig(epochs=1, batch_size=16, device='cpu'))
+    assert True in modes, 'no training-mode forward pass: the network trained in eval mode'

@@ -176,6 +176,7 @@ EXTRA_CHECKS = {   # name -> (folder in the cohort, module, checker returning {'
     'brain_channels': ('brain_channels', 'organage.data.brain_channels', 'check_brain_channels'),
     'wholebody': ('wholebody', 'organage.data.wholebody', 'check_wholebody'),
     'methylation': ('methylation', 'organage.data.methylation', 'check_methylation'),
+    'case_control': ('case_control', 'organage.data.case_control', 'check_case_control'),
 }
 
 # %% ../../nbs/data/04_cohort.ipynb #0011

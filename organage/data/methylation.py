@@ -764,7 +764,9 @@ def _manifest(d, rng):
     g, r = d.gene.to_numpy(object).copy(), d.region.to_numpy(object).copy()
     genes = sorted(set(d.gene) - {''})
     for i in rng.choice(len(d), len(d)//50, replace=False):
-        if g[i]: other = genes[int(rng.integers(len(genes)))]; g[i], r[i] = f'{g[i]};{other}', f'{r[i]};Body' if other != g[i] else (g[i], r[i])
+        if g[i]:
+            other = genes[int(rng.integers(len(genes)))]
+            if other != g[i]: g[i], r[i] = f'{g[i]};{other}', f'{r[i]};Body'   # a second gene's body (same draws: only this row changes)
     return pd.DataFrame({'IlmnID': d.probe, 'Name': d.probe, 'UCSC_RefGene_Name': g, 'UCSC_RefGene_Group': r})
 
 def simulate_methylation_files(data_dir:str|Path, # a cohort folder with truth.csv and subjects.csv (e.g. from `simulate_cohort`)

@@ -50,6 +50,8 @@ EXTRAS = {   # imaging systems of seeds 002-004 simulated on a cohort's persons:
     'wholebody': ('organage.data.wholebody', 'simulate_wholebody_files',
                   lambda c: dict(shape=(32, 24, 48) if c.volume_size < 64 else (224, 168, 363), n_subjects=min(180, c.subjects))),
     'methylation': ('organage.data.methylation', 'simulate_methylation_files', lambda c: dict(samples_per_tissue=min(80, c.subjects // 2))),
+    'case_control': ('organage.data.case_control', 'simulate_case_control_files',   # after methylation: it reads the cohort's methylation
+                     lambda c: dict(samples_per_tissue=min(120, max(20, c.subjects // 10)), sim_config=asdict(c))),
 }
 ALL_EXTRAS = tuple(EXTRAS)
 

@@ -18,13 +18,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint, EarlyStopping
 from lightning.pytorch.loggers import CSVLogger
 from pydantic import BaseModel, ConfigDict, Field
 from ..core import ConfigError, DataError, NotEnoughDataError, pick_device, write_json, atomic_path
-from .train import EpochSampler, EpochBar, _quiet_lightning
+from .train import EpochSampler, EpochBar, _quiet_lightning, stage_checkpoints
 
 log = logging.getLogger('organage')
 
 # %% auto #0
 __all__ = ['log', 'RESUMABLE', 'RegressorConfig', 'TensorAgeDataset', 'AgeRegressor', 'FitResult', 'predict_regressor',
-           'fit_regressor']
+           'fit_regressor', 'recompute_batchnorm']
 
 # %% ../../nbs/model/11_regressor.ipynb #c4e902cc
 class RegressorConfig(BaseModel):
@@ -42,6 +42,9 @@ class RegressorConfig(BaseModel):
     precision: str = '32-true'
     num_workers: int = Field(0, ge=0)
     grad_clip: float|None = Field(None, gt=0)
+    plateau_patience: int|None = Field(None, ge=1, description='epochs without a better validation MAE before the learning rate is cut (None: constant)')
+    plateau_factor: float = Field(0.1, gt=0, lt=1, description='the cut: new lr = factor x lr (ReduceLROnPlateau)')
+    recompute_bn: bool = Field(True, description='after training, batch-norm running statistics = their average over the training rows under the final weights')
     progress: bool = False
 
 # %% ../../nbs/model/11_regressor.ipynb #dc8e8f05
@@ -95,7 +98,10 @@ class AgeRegressor(L.LightningModule):
         self.log('val_mae', (mu - batch['age']).abs().mean(), on_step=False, on_epoch=True, batch_size=len(mu),
                  sync_dist=True, prog_bar=True)
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.rc.lr, weight_decay=self.rc.weight_decay)
+        opt = torch.optim.Adam(self.parameters(), lr=self.rc.lr, weight_decay=self.rc.weight_decay)
+        if self.rc.plateau_patience is None: return opt
+        sch = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode='min', factor=self.rc.plateau_factor, patience=self.rc.plateau_patience)
+        return dict(optimizer=opt, lr_scheduler=dict(scheduler=sch, monitor='val_mae', interval='epoch', frequency=1))
 
 # %% ../../nbs/model/11_regressor.ipynb #53b9c605
 @dataclass
@@ -177,8 +183,8 @@ def fit_regressor(net:nn.Module, # (B, C, *spatial) -> (B,) / (B, 1), or (B, 2) 
                          _history(out/'logs'), out)
     L.seed_everything(rc.seed, verbose=False)
     module, dev = AgeRegressor(net, rc), pick_device(rc.device)
-    ckpt = ModelCheckpoint(dirpath=out/'checkpoints', filename='best', monitor='val_mae', mode='min', save_last=True,
-                           save_on_train_epoch_end=True)
+    module.train()   # Lightning keeps the mode it is given: a network handed over in eval mode would train without dropout
+    ckpt, latest = stage_checkpoints(out/'checkpoints')   # best.ckpt; last.ckpt after every epoch (the resume point)
     stop = EarlyStopping('val_mae', patience=rc.patience, mode='min')
     n_batches = max(1, len(train_ds) // rc.batch_size)
     last = out/'checkpoints'/'last.ckpt'
@@ -187,7 +193,7 @@ def fit_regressor(net:nn.Module, # (B, C, *spatial) -> (B,) / (B, 1), or (B, 2) 
     t0 = time.perf_counter()
     with _quiet_lightning():
         trainer = L.Trainer(max_epochs=rc.epochs, default_root_dir=out, logger=CSVLogger(out, name='logs', version=''),
-                            callbacks=[ckpt, stop, *([EpochBar(f'{out.name}: epochs')] if rc.progress else [])],
+                            callbacks=[ckpt, latest, stop, *([EpochBar(f'{out.name}: epochs')] if rc.progress else [])],
                             accelerator='gpu' if dev == 'cuda' else 'cpu', devices=1, precision=_precision(rc, dev),
                             accumulate_grad_batches=rc.accumulate, gradient_clip_val=rc.grad_clip,
                             log_every_n_steps=min(50, n_batches), enable_progress_bar=False, enable_model_summary=False)
@@ -198,11 +204,32 @@ def fit_regressor(net:nn.Module, # (B, C, *spatial) -> (B,) / (B, 1), or (B, 2) 
     secs = time.perf_counter() - t0
     best = torch.load(ckpt.best_model_path or last, map_location='cpu', weights_only=True)
     net.load_state_dict({k.removeprefix('net.'): v for k, v in best['state_dict'].items()})
+    n_bn = recompute_batchnorm(net, train_ds, rc) if rc.recompute_bn else 0
     mu, _ = predict_regressor(net, val_ds, rc)
     y = np.array([float(val_ds[i]['age']) for i in range(len(val_ds))])
     info = dict(best_epoch=int(best['epoch']), epochs_run=int(trainer.current_epoch), val_mae=float(np.abs(mu - y).mean()),
-                sigma=float(np.sqrt(np.mean((mu - y) ** 2))), seconds=round(secs, 2), n_train=len(train_ds), n_val=len(val_ds),
+                sigma=float(np.sqrt(np.mean((mu - y) ** 2))), seconds=round(secs, 2), n_train=len(train_ds), n_val=len(val_ds), bn_recomputed=n_bn,
                 settings=json.loads(rc.model_dump_json()))
     with atomic_path(out/'weights.pt') as tmp: torch.save(net.state_dict(), tmp)
     write_json(info, done)
     return FitResult(net.eval(), info['best_epoch'], info['epochs_run'], info['val_mae'], info['sigma'], secs, _history(out/'logs'), out)
+
+# %% ../../nbs/model/11_regressor.ipynb #f4e2be69
+def recompute_batchnorm(net:nn.Module, ds, # the training rows (dict(x=tensor, age=float) items)
+                        rc:RegressorConfig|None=None) -> int:
+    "Set every batch-norm layer's running mean and variance to their average over `ds` under the current weights; returns the layers set."
+    rc = rc or RegressorConfig()
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or len(ds) < 2: return 0
+    dev, momenta = pick_device(rc.device), [m.momentum for m in bns]
+    for m in bns: m.reset_running_stats(); m.momentum = None   # None: a cumulative average over the batches seen
+    net.to(dev).train()
+    loader = DataLoader(ds, batch_size=max(2, rc.batch_size), shuffle=False, drop_last=len(ds) % max(2, rc.batch_size) == 1,
+                        collate_fn=_collate, num_workers=rc.num_workers)
+    try:
+        with torch.no_grad():
+            for b in loader: net(b['x'].to(dev))
+    finally:
+        for m, mo in zip(bns, momenta): m.momentum = mo
+        net.eval()
+    return len(bns)

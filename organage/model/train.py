@@ -22,8 +22,8 @@ from .baselines import fit_baselines
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'STAGES', 'model_config_for', 'EpochSampler', 'SubjectDataModule', 'OrganAgeModule', 'EpochBar', 'run_stage',
-           'train_curriculum']
+__all__ = ['log', 'STAGES', 'model_config_for', 'EpochSampler', 'SubjectDataModule', 'OrganAgeModule', 'EpochBar',
+           'stage_checkpoints', 'run_stage', 'train_curriculum']
 
 # %% ../../nbs/model/04_train.ipynb #971472a0
 def model_config_for(cfg:RunConfig, # the run's settings; its profile gives the network's sizes
@@ -98,6 +98,14 @@ class EpochBar(L.Callback):
         if self.bar is not None: self.bar.close(); self.bar = None
     def on_exception(self, trainer, pl_module, exc): self.on_train_end(trainer, pl_module)
 
+# %% ../../nbs/model/04_train.ipynb #11e932c7
+def stage_checkpoints(dirpath) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    "(best, latest) checkpoint callbacks: `best.ckpt` at the lowest validation MAE, `last.ckpt` rewritten after every epoch."
+    best = ModelCheckpoint(dirpath=dirpath, filename='best', monitor='val_mae', mode='min', save_on_train_epoch_end=True)
+    latest = ModelCheckpoint(dirpath=dirpath, filename='last', monitor=None, save_top_k=1, every_n_epochs=1,
+                             save_on_train_epoch_end=True, enable_version_counter=False)   # after validation: a resume starts the next epoch
+    return best, latest
+
 # %% ../../nbs/model/04_train.ipynb #1bbb8ca7
 def _trainer_kwargs(cfg:RunConfig, tcfg:TrainConfig, dev:str) -> dict:
     "Lightning Trainer arguments. Torch's deterministic mode is off unless asked for: the CPU kernels used here are deterministic already, and it fills new tensors with NaN (2x slower small CNNs)."
@@ -137,8 +145,7 @@ def run_stage(name:str, # stage folder name, e.g. 'unimodal_rna'
     dev = pick_device(cfg.device)   # once per stage: the Trainer, the data module and the precision fallback agree
     dm = SubjectDataModule(train_ds, val_ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                            seed=cfg.seed, pin_memory=dev == 'cuda')
-    ckpt = ModelCheckpoint(dirpath=sdir/'checkpoints', filename='best', monitor='val_mae', mode='min', save_last=True,
-                           save_on_train_epoch_end=True)  # after validation: a resumed run starts the next epoch cleanly
+    ckpt, latest = stage_checkpoints(sdir/'checkpoints')   # best.ckpt, and last.ckpt after every epoch (what a resume starts from)
     stop = EarlyStopping('val_mae', patience=tcfg.patience, mode='min')
     epochs = tcfg.stage_epochs.get(name, tcfg.stage_epochs.get(name.split('_')[0], cfg.epochs))
     kw = _trainer_kwargs(cfg, tcfg, dev)   # metrics are logged per epoch; a small stage need not wait for more steps
@@ -148,7 +155,7 @@ def run_stage(name:str, # stage folder name, e.g. 'unimodal_rna'
     t0 = time.perf_counter()
     with _quiet_lightning():
         trainer = L.Trainer(max_epochs=epochs, default_root_dir=sdir, logger=CSVLogger(sdir, name='logs', version=''),
-                            callbacks=[ckpt, stop, *([EpochBar(f'{name}: epochs')] if tcfg.progress else []), *(callbacks or [])], **kw)
+                            callbacks=[ckpt, latest, stop, *([EpochBar(f'{name}: epochs')] if tcfg.progress else []), *(callbacks or [])], **kw)
         trainer.fit(module, datamodule=dm, ckpt_path=last if last.exists() else None, weights_only=True if last.exists() else None)
     if trainer.interrupted: raise KeyboardInterrupt(f"stage {name} interrupted; rerun to resume from {last}")
     secs = time.perf_counter() - t0

@@ -16,8 +16,9 @@ _log = logging.getLogger('organage')
 
 # %% auto #0
 __all__ = ['VGG8', 'Seed002Settings', 'split_channel_subjects', 'ChannelFit', 'fit_channel_model', 'fit_channel_pcr',
-           'synthesis_unet', 'MeanPlusUNet', 'SynthesisFit', 'fit_synthesis', 'synthesise', 'synthesis_quality',
-           'mean_map_quality', 'channel_noise_floor']
+           'ChannelCrossFit', 'cross_fit_channels', 'channel_crossfit_table', 'synthesis_unet', 'MeanPlusUNet',
+           'SynthesisFit', 'fit_synthesis', 'synthesise', 'synthesis_quality', 'mean_map_quality',
+           'channel_noise_floor']
 
 # %% ../../nbs/model/12_vgg8.ipynb #vg0007
 def _pooled_side(n:int, times:int=5) -> int:
@@ -158,6 +159,63 @@ def fit_channel_pcr(x:np.ndarray, obs:pd.DataFrame, splits:pd.Series, channel:st
     X = np.asarray(x, np.float32).reshape(len(x), -1)
     model, oof, info = fit_pcr(X[tr], obs.age.to_numpy(float)[tr], folds, cfg, seed=seed)
     return model, _rows(obs, splits, name or f'pcr_{channel}', channel, model.predict(X), info['cv_rmse']), info
+
+# %% ../../nbs/model/12_vgg8.ipynb #vg0019b
+@dataclass
+class ChannelCrossFit:
+    "Seed 002's per-channel VGG8 and PCA + ridge on K outer folds: held-out rows (validation and test of every outer model) and fit records."
+    oof: pd.DataFrame     # predictions columns + outer, fold, channel
+    fits: pd.DataFrame    # per channel, outer model and model: best epoch, validation MAE or chosen PCA settings
+    folds: pd.Series      # subject_id -> data fold
+
+def cross_fit_channels(x:dict, # channel -> volumes (n, 1, *grid) (`load_channel_volumes`)
+                       obs:dict, # channel -> their rows (subject_id, age, sex)
+                       s:Seed002Settings,
+                       out_dir, # networks under out_dir/<channel>/outer_<r>/ (a rerun loads them)
+                       k:int=5, # outer folds
+                       folds:pd.Series|None=None, # subject_id -> fold (default `outer_folds`, stratified by age and channels held)
+                       outers=None, # outer models to fit (default all)
+                      ) -> ChannelCrossFit:
+    "Fit each channel's VGG8 and PCA + ridge on every outer split; each subject's test prediction comes from models that never saw it."
+    from pathlib import Path
+    from organage.model.crossfit import outer_folds, outer_split
+    if set(x) != set(obs): raise ConfigError(f"channels of volumes {sorted(x)} and of rows {sorted(obs)} differ")
+    allobs = pd.concat([o[['subject_id', 'age']].assign(modality=ch) for ch, o in obs.items()], ignore_index=True)
+    folds = outer_folds(allobs, k, s.seed) if folds is None else folds.astype(int)
+    k = int(folds.max()) + 1
+    rows, fits = [], []
+    for r in (range(k) if outers is None else outers):
+        sp = outer_split(folds, r).set_index('subject_id').split
+        sr = replace(s, seed=s.seed + r)
+        for ch in x:
+            f = fit_channel_model(x[ch], obs[ch], sp, ch, sr, out_dir=Path(out_dir)/ch/f'outer_{r}')
+            _, p, info = fit_channel_pcr(x[ch], obs[ch], sp, ch, sr)
+            fits += [dict(channel=ch, outer=r, model=f'vgg8_{ch}', best_epoch=f.fit.best_epoch, epochs_run=f.fit.epochs_run,
+                          val_mae=f.fit.val_mae, seconds=round(f.fit.seconds, 2)),
+                     dict(channel=ch, outer=r, model=f'pcr_{ch}', components=info['components'], alpha=info['alpha'], cv_rmse=info['cv_rmse'])]
+            for q in (f.predictions, p):
+                q = q[q.split.isin(['val', 'test'])]
+                rows.append(q.assign(outer=r, fold=q.subject_id.map(folds).to_numpy(), channel=ch))
+    return ChannelCrossFit(pd.concat(rows, ignore_index=True), pd.DataFrame(fits), folds)
+
+def channel_crossfit_table(cf:ChannelCrossFit, n_resamples:int=2000, seed:int=0) -> pd.DataFrame:
+    "Per channel: pooled test MAE of the VGG8 and of PCA + ridge, folds won, paired bootstrap difference (VGG8 - PCA + ridge) and Wilcoxon p."
+    from scipy.stats import wilcoxon
+    from organage.evaluate.stats import pairwise_mae
+    t = cf.oof[cf.oof.split == 'test']
+    out = []
+    for ch, g in t.groupby('channel', sort=False):
+        net, base = f'vgg8_{ch}', f'pcr_{ch}'
+        g = g[g.model.isin([net, base])].assign(organ='brain', ae=lambda d: (d.mu - d.age).abs())
+        per = g.groupby(['outer', 'model']).ae.mean().unstack()
+        w = g.pivot_table(index='subject_id', columns='model', values='ae').dropna()
+        pw = pairwise_mae(g, by='model', split=None, n_resamples=n_resamples, seed=seed, joint=True).iloc[0]
+        sign = 1.0 if pw.model_a == net else -1.0
+        lo, hi = sorted((sign*pw.low, sign*pw.high))
+        out.append(dict(channel=ch, n_subjects=len(w), folds=len(per), mae_vgg8=float(g[g.model == net].ae.mean()),
+                        mae_pcr=float(g[g.model == base].ae.mean()), diff=sign*float(pw['diff']), diff_low=lo, diff_high=hi, p_bootstrap=float(pw.p),
+                        p_wilcoxon=float(wilcoxon(w[net], w[base]).pvalue), folds_vgg8_better=int((per[net] < per[base]).sum())))
+    return pd.DataFrame(out)
 
 # %% ../../nbs/model/12_vgg8.ipynb #vg0021
 def synthesis_unet(s:Seed002Settings, out_channels:int=1) -> nn.Module:

@@ -32,6 +32,7 @@ class WholeBodySettings(BaseModel):
     batch_size: int = Field(8, ge=1)
     accumulate: int = Field(2, ge=1, description='mini-batches whose gradients are averaged per optimiser step (seed 003: 32)')
     lr: float = Field(1e-3, gt=0)
+    plateau_patience: int|None = Field(None, ge=1, description='epochs without a better validation MAE before the ResNet-18 learning rate is cut x0.1 (seed 003: 3; quick trains 6 epochs: none)')
     widen: float = Field(0.25, gt=0, description='ResNet-18 width factor (1: 64-128-256-512 channels)')
     hidden: int = Field(32, ge=1, description='units of the hidden layer before the output (seed 003: 256)')
     cam_layer: str = 'layer2'
@@ -54,7 +55,7 @@ class WholeBodySettings(BaseModel):
 WB_PROFILES = {
     'quick': {},
     'full': dict(shape=WB_SHAPES['full'], n_subjects=3120, fractions=(1536/3120, 384/3120, 1200/3120), epochs=100, patience=10,
-                 batch_size=2, accumulate=32, lr=1e-4, widen=1.0, hidden=256, cam_layer='layer3',
+                 batch_size=2, accumulate=32, lr=1e-4, plateau_patience=3, widen=1.0, hidden=256, cam_layer='layer3',
                  vgg=(64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M'),
                  epochs_2d=100, patience_2d=10, batch_size_2d=32, lr_2d=1e-4, atlas_size=60, atlas_iterations=3, reg_affine_iterations=100,
                  reg_shrink=(4, 2, 1), demons_iterations=100, reg_sampling=0.01, n_bootstrap=10000, num_workers=8, precision='bf16-mixed'),
@@ -141,7 +142,8 @@ def _rc(s:WholeBodySettings, seed:int, device:str, two_d:bool=False):
     from organage.model.regressor import RegressorConfig
     return RegressorConfig(loss='mae', lr=s.lr_2d if two_d else s.lr, epochs=s.epochs_2d if two_d else s.epochs, patience=s.patience_2d if two_d else s.patience,
                            batch_size=s.batch_size_2d if two_d else s.batch_size, accumulate=1 if two_d else s.accumulate,
-                           seed=seed, device=device, precision=s.precision, num_workers=s.num_workers, progress=False)
+                           seed=seed, device=device, precision=s.precision, num_workers=s.num_workers, progress=False,
+                           plateau_patience=None if two_d else s.plateau_patience)
 
 def fit_wholebody_models(x:np.ndarray, # (n, 1, X, Y, Z) volumes (`wholebody_volumes`)
                          obs:pd.DataFrame, # subject_id, age, split ('train', 'val', 'test'), ... (one row per volume)
