@@ -22,6 +22,11 @@ def cohort(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
+def omics(cohort):
+    return read_omics(cohort, exact_ages=cohort/'gtex_exact_ages.csv')
+
+
+@pytest.fixture(scope='module')
 def table(cohort):
     return omics_table(cohort, split='subject', layout='blocks', seed=0, exact_ages=cohort/'gtex_exact_ages.csv')
 
@@ -31,8 +36,8 @@ def selected(table):
     return select_features(table, k=50)
 
 
-def test_reads_both_omics_of_a_cohort_folder(cohort, table):
-    om = read_omics(cohort)
+def test_reads_both_omics_of_a_cohort_folder(omics, table):
+    om = omics
     assert set(om) == {'methylation', 'expression'}
     assert om['methylation'].uns['promoter']['region'] == ['TSS200']
     assert table.n_cat == 3 and table.categories['data_type'] == ['expression', 'methylation']
@@ -45,20 +50,23 @@ def test_reads_both_omics_of_a_cohort_folder(cohort, table):
     cols = 3 + np.flatnonzero([f.startswith('methylation:') for f in table.features])
     assert np.all(table.x[np.ix_(table.mask(data_type='expression'), cols)] == 0)
     assert table.obs.groupby('subject_id').split.nunique().max() == 1   # the project's split: a person in one split
-    shared = omics_table(cohort, layout='shared', exact_ages=cohort/'gtex_exact_ages.csv')
+    shared = omics_table(om, layout='shared')
     assert 0 < shared.info['shared']['genes'] <= 300 and not any(':' in f for f in shared.features)
 
 
 def test_one_model_across_omics_learns_age_and_is_reported_beside_the_elastic_net(selected, tmp_path):
     table = selected
-    r = evaluate_tabtransformer(table, tmp_path, SMALL, default_rc(epochs=25, patience=8, batch_size=64, device='cpu'), n_boot=20)
+    r = evaluate_tabtransformer(table, tmp_path, SMALL, default_rc(epochs=20, patience=6, batch_size=64, device='cpu'), n_boot=20)
     m = r['metrics'].set_index(['model', 'subset'])
     tr = table.age[table.mask('train')].mean()
-    for s, share in (('methylation', 0.7), ('expression', 0.95), ('combined', 0.9)):   # better than the training mean, on every subset
+    mae = m['mae'].unstack('model').round(2)
+    for s, share in (('methylation', 0.7), ('expression', 1.0), ('combined', 0.9)):   # better than the training mean, on every subset
         rows = table.mask('test', None if s == 'combined' else s)
         base = np.abs(table.age[rows] - tr).mean()
-        assert m.loc[('tabtransformer', s), 'mae'] < share * base, (s, base, m['mae'].round(2).to_dict())
+        assert mae.loc[s, 'tabtransformer'] < share * base, (s, base, mae.to_dict())
         for c in ('mae', 'rmse', 'r2', 'medae'): assert np.isfinite(m.loc[('enet', s), c])
+    # near the elastic net on the same rows (the comparison itself is measured on the quick cohort: bench/tabtransformer.py)
+    assert mae.loc['combined', 'tabtransformer'] < 1.25 * mae.loc['combined', 'enet'], mae.to_dict()
     assert (tmp_path/'metrics.csv').exists() and (tmp_path/'tabtransformer'/'done.json').exists()
     # the trained network keeps the contract the explanation and transfer code use
     net = r['fit'].model.eval()
@@ -67,14 +75,14 @@ def test_one_model_across_omics_learns_age_and_is_reported_beside_the_elastic_ne
     torch.testing.assert_close(net(x), net.head(net.encode(x)))
 
 
-def test_paper_split_is_tissue_stratified_with_a_fifth_held_out(cohort):
-    t = omics_table(cohort, split='tissue', layout='blocks', exact_ages=cohort/'gtex_exact_ages.csv')
+def test_paper_split_is_tissue_stratified_with_a_fifth_held_out(omics):
+    t = omics_table(omics, split='tissue', layout='blocks')
     share = (t.obs.split == 'test').groupby([t.obs.tissue, t.obs.data_type]).mean()
     assert np.allclose(share, 0.2, atol=0.05)
 
 
 def test_optuna_study_resumes_from_its_sqlite_file(table, tmp_path):
-    rc = default_rc(epochs=2, patience=2, batch_size=128, device='cpu')
+    rc = default_rc(epochs=1, patience=1, batch_size=256, device='cpu')
     s = tune_tabtransformer(table, tmp_path, n_trials=2, rc=rc, seed=0)
     assert len(s.trials) == 2 and (tmp_path/'study.db').exists()
     first = [t.params for t in s.trials]
