@@ -61,7 +61,7 @@ def main():
     eval_s, eval_cpu = time.perf_counter() - t0, _cpu() - c0
     fit = r['fit']; n_train = int(table.mask('train').sum())
     m = r['metrics'].set_index(['model', 'subset'])
-    metrics = {f'{mo}/{s}': dict(n=int(m.loc[(mo, s), 'n']), **{c: round(float(m.loc[(mo, s), c]), 3) for c in ('mae', 'rmse', 'r2', 'medae')})
+    metrics = {f'{mo}/{s}': dict(n=int(m.loc[(mo, s), 'n']), **{c: round(float(m.loc[(mo, s), c]), 3) for c in ('mae', 'mae_sd', 'rmse', 'r2', 'medae')})
                for mo, s in m.index}
     t0, c0 = time.perf_counter(), _cpu()
     study = tt.tune_tabtransformer(table, runs/'tune', n_trials=a.trials, rc=tt.default_rc(epochs=a.trial_epochs, patience=a.trial_epochs), seed=0)
