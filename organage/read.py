@@ -11,7 +11,7 @@ __all__ = ['read_cohort', 'check_data', 'read_subject_links', 'read_gtex', 'read
            'simulate_methylation_files', 'read_brain_channels', 'check_brain_channels', 'load_channel_volumes',
            'simulate_brain_channels_files', 'read_wholebody', 'load_wholebody', 'check_wholebody',
            'simulate_wholebody_files', 'read_case_control', 'check_case_control', 'simulate_case_control_files',
-           'read_gmt', 'write_gmt', 'load_image_model']
+           'read_gmt', 'write_gmt', 'load_image_model', 'read_omics', 'omics_table', 'select_features', 'table_splits']
 
 # %% ../nbs/api/00_read.ipynb #72fd7a6f
 from .data.cohort import read_cohort, check_data, read_subject_links
@@ -35,5 +35,6 @@ from .data.wholebody import read_wholebody, load_wholebody, check_wholebody, sim
 from .data.case_control import read_case_control, check_case_control, simulate_case_control_files
 from .explain.enrichment import read_gmt, write_gmt
 from .model.image_portable import load_image_model
-_all_ = ['read_cohort', 'check_data', 'read_subject_links', 'read_gtex', 'read_gct', 'read_chexpert', 'load_radiograph', 'read_ixi', 'load_volume', 'simulate_cohort', 'read_truth', 'read_truth_genes', 'read_predictions', 'check_predictions', 'load_model', 'open_run', 'read_biomarkers', 'read_units', 'read_phenotypes', 'read_known_effects', 'read_msk_sites', 'check_msk_sites', 'site_images', 'simulate_msk_sites_files', 'read_beta_matrix', 'read_series_matrix', 'read_methylation', 'read_probe_annotation', 'check_methylation', 'simulate_methylation_files', 'read_brain_channels', 'check_brain_channels', 'load_channel_volumes', 'simulate_brain_channels_files', 'read_wholebody', 'load_wholebody', 'check_wholebody', 'simulate_wholebody_files', 'read_case_control', 'check_case_control', 'simulate_case_control_files', 'read_gmt', 'write_gmt', 'load_image_model']
+from .model.tabtransformer import read_omics, omics_table, select_features, table_splits
+_all_ = ['read_cohort', 'check_data', 'read_subject_links', 'read_gtex', 'read_gct', 'read_chexpert', 'load_radiograph', 'read_ixi', 'load_volume', 'simulate_cohort', 'read_truth', 'read_truth_genes', 'read_predictions', 'check_predictions', 'load_model', 'open_run', 'read_biomarkers', 'read_units', 'read_phenotypes', 'read_known_effects', 'read_msk_sites', 'check_msk_sites', 'site_images', 'simulate_msk_sites_files', 'read_beta_matrix', 'read_series_matrix', 'read_methylation', 'read_probe_annotation', 'check_methylation', 'simulate_methylation_files', 'read_brain_channels', 'check_brain_channels', 'load_channel_volumes', 'simulate_brain_channels_files', 'read_wholebody', 'load_wholebody', 'check_wholebody', 'simulate_wholebody_files', 'read_case_control', 'check_case_control', 'simulate_case_control_files', 'read_gmt', 'write_gmt', 'load_image_model', 'read_omics', 'omics_table', 'select_features', 'table_splits']
 
