@@ -142,9 +142,13 @@ def recovery_table(result:pd.DataFrame, # from `enrich_ora` / `enrich_prerank`
                    true_sets:Sequence[str], # names of the sets known to be enriched
                    null_sets:Sequence[str]|str='NULL_', # names of the null sets, or their name prefix
                    alpha:float=0.05, # FDR threshold
+                   top_only:bool=False, # prerank: a set counts only when enriched at the top (NES > 0), as for an importance ranking
                   ) -> pd.DataFrame:
     "Rank, p, FDR of each true set and the count of null sets passing FDR `alpha`: one row per true set, one for the nulls."
     res = result.reset_index(drop=True)
+    if top_only and 'nes' in res:   # sets at the bottom of |importance| are sets the model ignores, not sets it finds
+        res = res.assign(fdr=res.fdr.where(res.nes > 0, 1.0), p=res.p.where(res.nes > 0, 1.0))
+        res = res.iloc[np.lexsort((-res.nes.to_numpy(), res.p.to_numpy()))].reset_index(drop=True)
     rank = pd.Series(np.arange(1, len(res) + 1), index=res.set)
     nulls = [s for s in res.set if s.startswith(null_sets)] if isinstance(null_sets, str) else [s for s in res.set if s in set(null_sets)]
     rows = []

@@ -269,6 +269,13 @@ def _scores(p, n, what):
     if not np.isfinite(a).all(): raise DataError(f"{what}: scores must be finite", where=f"row {int(np.flatnonzero(~np.isfinite(a))[0])}")
     return a
 
+def _auroc_rows(y, s) -> np.ndarray:
+    "AUROC of every row of (B, n) labels and scores at once: Mann-Whitney U from mid-ranks (ties count 1/2), as roc_auc_score."
+    from scipy.stats import rankdata
+    r = rankdata(s, axis=1)
+    n1 = y.sum(1); n0 = y.shape[1] - n1
+    return ((r * y).sum(1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+
 def classifier_metrics(y, # 0/1 labels of the test samples
                        p, # scores (probabilities or logits), or {model name: scores}
                        n_boot:int=2000, seed:int=0, level:float=0.95) -> pd.DataFrame:
@@ -280,7 +287,7 @@ def classifier_metrics(y, # 0/1 labels of the test samples
     rows = []
     for name, s in ps.items():
         s = _scores(s, len(y), name)
-        auc = np.array([roc_auc_score(y[i], s[i]) for i in idx]); ap = np.array([average_precision_score(y[i], s[i]) for i in idx])
+        auc = _auroc_rows(y[idx], s[idx]); ap = np.array([average_precision_score(y[i], s[i]) for i in idx])
         (alo, ahi), (plo, phi) = np.percentile(auc, q), np.percentile(ap, q)
         rows.append(dict(model=name, n=len(y), n_cases=int(y.sum()), prevalence=y.mean(), auroc=roc_auc_score(y, s), auroc_lo=alo, auroc_hi=ahi,
                          auprc=average_precision_score(y, s), auprc_lo=plo, auprc_hi=phi, n_boot=n_boot, level=level))
@@ -292,7 +299,7 @@ def auroc_difference(y, p_a, p_b, # labels and two models' scores on the same sa
     from sklearn.metrics import roc_auc_score
     y = check_labels(y, 'test labels'); a, b = _scores(p_a, len(y), 'scores a'), _scores(p_b, len(y), 'scores b')
     idx = _boot_idx(y, n_boot, seed)
-    d = np.array([roc_auc_score(y[i], a[i]) - roc_auc_score(y[i], b[i]) for i in idx])
+    d = _auroc_rows(y[idx], a[idx]) - _auroc_rows(y[idx], b[idx])
     lo, hi = np.percentile(d, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     pv = min(1.0, 2 * (min((d <= 0).sum(), (d >= 0).sum()) + 1) / (n_boot + 1))
     return dict(difference=float(roc_auc_score(y, a) - roc_auc_score(y, b)), lo=float(lo), hi=float(hi), p_value=float(pv), n_boot=n_boot, level=level)
