@@ -319,14 +319,17 @@ def compare_transfer(backbone:nn.Module, # the trained age model (contract)
                      train, val, test, # (x, y) pairs: y 0 = control, 1 = case
                      out_dir, cfg:ClassifierConfig|None=None,
                      architecture:nn.Module|Callable[[], nn.Module]|None=None, # for scratch; default: the backbone's, re-initialised
-                     n_boot:int=2000, seed:int=0, level:float=0.95) -> TransferComparison:
+                     n_boot:int=2000, seed:int=0, level:float=0.95,
+                     logistic:dict|None=None, # settings of `logistic_baseline` (Cs, l1_ratios, cv, max_iter)
+                    ) -> TransferComparison:
     "Transfer vs scratch vs elastic-net logistic regression on the same test rows, with intervals and the paired difference."
     from organage.core import write_csv
     out = Path(out_dir); cfg = cfg or ClassifierConfig()
     tr, va, te = (_dataset(d, w) for d, w in ((train, 'training data'), (val, 'validation data'), (test, 'test data')))
     tf = transfer_classifier(backbone, tr, va, out/'transfer', cfg)
     sc = scratch_classifier(architecture if architecture is not None else backbone, tr, va, out/'scratch', cfg)
-    lr = logistic_baseline(torch.cat([tr.x, va.x]).numpy(), torch.cat([tr.y, va.y]).numpy(), n_cat=int(getattr(backbone, 'n_cat', 0)), seed=seed)
+    lr = logistic_baseline(torch.cat([tr.x, va.x]).numpy(), torch.cat([tr.y, va.y]).numpy(), n_cat=int(getattr(backbone, 'n_cat', 0)), seed=seed,
+                           **(logistic or {}))
     y = te.y.numpy().astype(int)
     scores = pd.DataFrame(dict(label=y, transfer=predict_proba(tf.model, te.x), scratch=predict_proba(sc.model, te.x),
                                logistic=lr.predict_proba(te.x.numpy().astype(np.float64))[:, 1]))

@@ -91,7 +91,7 @@ class Seed002Settings:
         if name not in ('quick', 'full'): raise ConfigError(f"profile {name!r}: expected 'quick' or 'full'")
         known = {f for f in cls.__dataclass_fields__}
         if bad := set(kw) - known: raise ConfigError(f"unknown seed-002 setting(s) {sorted(bad)}: expected some of {sorted(known)}")
-        quick = dict(epochs=30, patience=8, widths=(8, 16, 32, 64, 128), hidden=(128, 64))   # the dataclass defaults (10 epochs, 1/4 widths) are the tests' budget;
+        quick = dict(epochs=30, patience=6, widths=(8, 16, 32, 64, 128), hidden=(128, 64))   # the dataclass defaults (10 epochs, 1/4 widths) are the tests' budget;
         # half the paper's widths: at 1/4 the T1w VGG8 lost to PCA + ridge on every subject of 5 outer folds (8.85 vs 8.18), at 1/2 it ties (8.20), at the paper's it wins (7.98): bench/vgg8_capacity.py
         return cls(**{**(full if name == 'full' else quick), **kw})
 
