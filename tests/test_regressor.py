@@ -82,3 +82,40 @@ def test_a_network_handed_over_in_eval_mode_still_trains_in_training_mode(tmp_pa
     net[3].register_forward_hook(lambda m, i, o: modes.append(m.training))   # the Dropout layer
     fit_regressor(net, tr, va, tmp_path, RegressorConfig(epochs=1, batch_size=16, device='cpu'))
     assert True in modes, 'no training-mode forward pass: the network trained in eval mode'
+
+
+def test_a_resumed_fit_continues_the_plateau_schedule(tmp_path):
+    # validation ages unrelated to the inputs: the validation MAE stops improving and the rate is cut (patience 1);
+    # a fit interrupted after 3 epochs and resumed to 8 must take the same cuts and end with the same weights
+    g = np.random.default_rng(7)
+    tr = _data(96, 0)
+    va = TensorAgeDataset(g.normal(size=(32, 1, 4, 4)).astype(np.float32), g.uniform(20, 80, 32))
+    rc = RegressorConfig(epochs=8, patience=8, batch_size=16, lr=1e-2, plateau_patience=1, plateau_factor=0.5, device='cpu')
+    def net50():
+        n = _net()
+        with torch.no_grad(): n[-1].bias.fill_(50.0)
+        return n
+    lr_of = lambda d: torch.load(d/'checkpoints'/'last.ckpt', map_location='cpu', weights_only=False)['optimizer_states'][0]['param_groups'][0]['lr']
+    whole = fit_regressor(net50(), tr, va, tmp_path/'whole', rc)
+    assert lr_of(tmp_path/'whole') < rc.lr   # the situation under test: the schedule cut the rate
+    part = tmp_path/'part'
+    fit_regressor(net50(), tr, va, part, rc.model_copy(update={'epochs': 3}))
+    (part/'done.json').unlink(); (part/'weights.pt').unlink()
+    resumed = fit_regressor(net50(), tr, va, part, rc)
+    assert lr_of(part) == lr_of(tmp_path/'whole')
+    h = resumed.history.merge(whole.history, on='epoch', suffixes=('', '_whole'))
+    assert h.epoch.tolist() == [3, 4, 5, 6, 7], h   # the epochs the resumed fit ran
+    np.testing.assert_allclose(h.val_mae, h.val_mae_whole, atol=1e-4)
+    np.testing.assert_allclose(predict_regressor(resumed.model, va, rc)[0], predict_regressor(whole.model, va, rc)[0], atol=1e-4)
+
+
+def test_a_folder_trained_before_the_newer_settings_is_loaded_not_retrained(tmp_path):
+    # done.json written before plateau_* existed: the same model (no schedule) must load, not be retrained
+    tr, va = _data(32, 0), _data(16, 1)
+    rc = RegressorConfig(epochs=2, batch_size=16, device='cpu', recompute_bn=False)
+    first = fit_regressor(_net(), tr, va, tmp_path, rc)
+    info = json.loads((tmp_path/'done.json').read_text())
+    for k in ('plateau_patience', 'plateau_factor', 'recompute_bn'): info['settings'].pop(k)
+    (tmp_path/'done.json').write_text(json.dumps(info))
+    again = fit_regressor(_net(), tr, va, tmp_path, rc)
+    assert again.seconds == info['seconds'] and again.best_epoch == first.best_epoch   # loaded: the recorded seconds, no new training

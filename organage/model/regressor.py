@@ -23,7 +23,7 @@ from .train import EpochSampler, EpochBar, _quiet_lightning, stage_checkpoints
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'RESUMABLE', 'RegressorConfig', 'TensorAgeDataset', 'AgeRegressor', 'FitResult', 'predict_regressor',
+__all__ = ['log', 'RESUMABLE', 'LEGACY', 'RegressorConfig', 'TensorAgeDataset', 'AgeRegressor', 'FitResult', 'predict_regressor',
            'fit_regressor', 'recompute_batchnorm']
 
 # %% ../../nbs/model/11_regressor.ipynb #c4e902cc
@@ -99,9 +99,20 @@ class AgeRegressor(L.LightningModule):
                  sync_dist=True, prog_bar=True)
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.parameters(), lr=self.rc.lr, weight_decay=self.rc.weight_decay)
-        if self.rc.plateau_patience is None: return opt
-        sch = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode='min', factor=self.rc.plateau_factor, patience=self.rc.plateau_patience)
-        return dict(optimizer=opt, lr_scheduler=dict(scheduler=sch, monitor='val_mae', interval='epoch', frequency=1))
+        self._plateau = (None if self.rc.plateau_patience is None else
+                         torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode='min', factor=self.rc.plateau_factor, patience=self.rc.plateau_patience))
+        if self._plateau is not None and getattr(self, '_plateau_state', None): self._plateau.load_state_dict(self._plateau_state)
+        return opt
+    # the schedule is stepped here, not by Lightning: this hook runs before the checkpoint callbacks save the epoch, so
+    # last.ckpt holds the state after this epoch's step and a resumed fit continues the schedule exactly
+    def on_train_epoch_end(self):
+        if getattr(self, '_plateau', None) is not None and 'val_mae' in self.trainer.callback_metrics:
+            self._plateau.step(float(self.trainer.callback_metrics['val_mae']))
+    def on_save_checkpoint(self, checkpoint):
+        if getattr(self, '_plateau', None) is not None: checkpoint['plateau'] = self._plateau.state_dict()
+    def on_load_checkpoint(self, checkpoint):
+        self._plateau_state = checkpoint.get('plateau')
+        if self._plateau_state and getattr(self, '_plateau', None) is not None: self._plateau.load_state_dict(self._plateau_state)
 
 # %% ../../nbs/model/11_regressor.ipynb #53b9c605
 @dataclass
@@ -130,6 +141,7 @@ def _history(log_dir:Path) -> pd.DataFrame:
     return h.groupby('epoch')[cols].max().reset_index()   # train and val metrics are logged on separate rows
 
 RESUMABLE = ('epochs', 'patience', 'progress', 'num_workers', 'device')   # settings a finished or interrupted fit may be continued under
+LEGACY = dict(plateau_patience=None, plateau_factor=0.1, recompute_bn=False)   # what a folder written before these settings existed was trained with
 
 def _ckpt_settings(out:Path) -> dict|None:
     f = out/'settings.json'
@@ -168,6 +180,7 @@ def fit_regressor(net:nn.Module, # (B, C, *spatial) -> (B,) / (B, 1), or (B, 2) 
     same = lambda a, b: {k: v for k, v in a.items() if k not in RESUMABLE} == {k: v for k, v in b.items() if k not in RESUMABLE}
     if done.exists() or (out/'checkpoints').exists():   # a folder trained before: with other settings it is trained again, said so
         old = json.loads(done.read_text()).get('settings') if done.exists() else _ckpt_settings(out)
+        old = None if old is None else {**LEGACY, **old}
         if old is not None and not same(old, json.loads(rc.model_dump_json())):
             log.warning("%s: trained with other settings (%s); training again", out,
                         ', '.join(f'{k}={old.get(k)!r}->{v!r}' for k, v in json.loads(rc.model_dump_json()).items() if k not in RESUMABLE and old.get(k) != v))
