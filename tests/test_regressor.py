@@ -18,6 +18,13 @@ def _net():
     return nn.Sequential(nn.Flatten(), nn.Linear(16, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 1))
 
 
+def net50():
+    "A network that starts at the mean age: with validation ages unrelated to the inputs, its best validation MAE is at the start."
+    n = _net()
+    with torch.no_grad(): n[-1].bias.fill_(50.0)
+    return n
+
+
 def test_resume_runs_only_the_remaining_epochs_and_matches_an_uninterrupted_run(tmp_path):
     tr, va = _data(96, 0), _data(32, 1)
     rc = RegressorConfig(epochs=6, patience=6, batch_size=16, lr=3e-3, device='cpu')
@@ -55,10 +62,6 @@ def test_resume_starts_after_the_last_epoch_even_when_the_best_epoch_was_earlier
     tr = _data(96, 0)
     va = TensorAgeDataset(g.normal(size=(32, 1, 4, 4)).astype(np.float32), g.uniform(20, 80, 32))
     rc = RegressorConfig(epochs=6, patience=6, batch_size=16, lr=1e-2, device='cpu')
-    def net50():   # starts at the mean age: its best validation MAE is at the start
-        n = _net()
-        with torch.no_grad(): n[-1].bias.fill_(50.0)
-        return n
     whole = fit_regressor(net50(), tr, va, tmp_path/'whole', rc)
     part = tmp_path/'part'
     first = fit_regressor(net50(), tr, va, part, rc.model_copy(update={'epochs': 3}))
@@ -91,10 +94,6 @@ def test_a_resumed_fit_continues_the_plateau_schedule(tmp_path):
     tr = _data(96, 0)
     va = TensorAgeDataset(g.normal(size=(32, 1, 4, 4)).astype(np.float32), g.uniform(20, 80, 32))
     rc = RegressorConfig(epochs=8, patience=8, batch_size=16, lr=1e-2, plateau_patience=1, plateau_factor=0.5, device='cpu')
-    def net50():
-        n = _net()
-        with torch.no_grad(): n[-1].bias.fill_(50.0)
-        return n
     lr_of = lambda d: torch.load(d/'checkpoints'/'last.ckpt', map_location='cpu', weights_only=False)['optimizer_states'][0]['param_groups'][0]['lr']
     whole = fit_regressor(net50(), tr, va, tmp_path/'whole', rc)
     assert lr_of(tmp_path/'whole') < rc.lr   # the situation under test: the schedule cut the rate

@@ -50,12 +50,13 @@ class RegressorConfig(BaseModel):
 # %% ../../nbs/model/11_regressor.ipynb #dc8e8f05
 class TensorAgeDataset(Dataset):
     "Images or volumes held in memory, (N, C, *spatial), with their ages; `transform` (training augmentation) maps one x to one x."
+    min_ndim, layout = 3, '(N, C, *spatial)'   # a subclass for tables: 2, '(rows, columns)'
     def __init__(self, x, # float array or tensor (N, C, *spatial)
                  age, # N ages in years
                  transform:Callable|None=None):
         x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not torch.is_tensor(x) else x, dtype=torch.float32)
         age = np.asarray(age, dtype=np.float64).reshape(-1)
-        if x.ndim < 3: raise DataError(f"images: expected (N, C, *spatial), found shape {tuple(x.shape)}")
+        if x.ndim < self.min_ndim: raise DataError(f"images: expected {self.layout}, found shape {tuple(x.shape)}")
         if len(x) != len(age): raise DataError(f"images and ages: {len(x)} images but {len(age)} ages")
         bad = np.flatnonzero(~np.isfinite(age))
         if len(bad): raise DataError(f"ages: expected finite years, found {age[bad[0]]} in row {bad[0]} ({len(bad)} rows)")

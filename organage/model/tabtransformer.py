@@ -21,7 +21,7 @@ from ..data.preprocess import ExpressionPreprocessor
 from ..data.splits import assign_splits, split_subjects
 from ..evaluate.metrics import metrics_with_sd
 from .baselines import BaselineConfig, fit_enet, subject_folds
-from .regressor import FitResult, RegressorConfig, fit_regressor, predict_regressor
+from .regressor import FitResult, RegressorConfig, TensorAgeDataset, fit_regressor, predict_regressor
 
 log = logging.getLogger('organage')
 
@@ -102,17 +102,14 @@ class TabTransformer(nn.Module):
     def forward(self, x): return self.head(self.encode(x))
 
 # %% ../../nbs/model/15_tabtransformer.ipynb #tt0010
-class TableAgeDataset(Dataset):
-    "Rows of a table (n, columns) with their ages, as `fit_regressor` reads them: dict(x=row, age=years)."
+class TableAgeDataset(TensorAgeDataset):
+    "Rows of a table (n, columns) with their ages, as `fit_regressor` reads them: dict(x=row, age=years); `TensorAgeDataset`'s checks, plus finite cells."
+    min_ndim, layout = 2, '(rows, columns)'
     def __init__(self, x, age):
-        x, age = np.asarray(x, np.float32), np.asarray(age, np.float64).reshape(-1)
+        x = np.asarray(x, np.float32)
         if x.ndim != 2: raise DataError(f"table: expected (rows, columns), found shape {x.shape}")
-        if len(x) != len(age): raise DataError(f"table and ages: {len(x)} rows but {len(age)} ages")
-        if (bad := np.flatnonzero(~np.isfinite(age))).size: raise DataError(f"ages: expected finite years, found {age[bad[0]]} in row {bad[0]}")
         if (badx := np.argwhere(~np.isfinite(x))).size: raise DataError(f"table: non-finite value in row {badx[0][0]}, column {badx[0][1]}")
-        self.x, self.age = torch.from_numpy(x), torch.as_tensor(age, dtype=torch.float32)
-    def __len__(self): return len(self.x)
-    def __getitem__(self, i): return dict(x=self.x[i], age=self.age[i])
+        super().__init__(x, age)
 
 # %% ../../nbs/model/15_tabtransformer.ipynb #tt0013
 CAT_COLUMNS = ('tissue', 'data_type', 'sex')
