@@ -162,3 +162,18 @@ def test_trained_resnet_gradcam_share_vs_chance(data, tmp_path):
           f"{t.share:.3f} vs chance {t.chance:.3f} (excess {t.excess:.3f} [{t.excess_lo:.3f}, {t.excess_hi:.3f}]); in the atlas {ta.share:.3f} vs {ta.chance:.3f}; "
           f"mass inside the body {st.native_shares.in_body.mean():.2f}")
     assert t.share > t.chance and t.excess_lo > 0
+
+
+def test_each_network_starts_from_the_seed_whatever_trained_before_it(data, tmp_path):
+    "The 2.5-D CNN was built from the generator the ResNet's training had left: alone, or after a ResNet loaded from its folder, it started elsewhere."
+    from organage.data.splits import split_subjects
+    from organage.model.wholebody import wholebody_settings, wholebody_volumes, fit_wholebody_models
+    a = data[0]
+    obs = a.obs.reset_index(drop=True).iloc[:60].reset_index(drop=True)
+    obs['split'] = obs.subject_id.map(split_subjects(obs, (0.7, 0.15, 0.15), stratify=('age_decile',), seed=0))
+    x = wholebody_volumes(a, SHAPE)[:60]
+    s = wholebody_settings(epochs=1, patience=1, widen=0.125, hidden=8)
+    both, _, _ = fit_wholebody_models(x, obs, tmp_path/'both', s, device='cpu', models=('resnet18_3d', 'cnn_25d'))
+    alone, _, _ = fit_wholebody_models(x, obs, tmp_path/'alone', s, device='cpu', models=('cnn_25d',))
+    cnn = lambda p: p[p.model == 'cnn_25d'].mu.to_numpy()
+    np.testing.assert_array_equal(cnn(both), cnn(alone))

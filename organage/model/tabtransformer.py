@@ -314,6 +314,7 @@ def fit_tabtransformer(table:OmicsTable, out_dir, # the model's folder (resumed,
         for q in ('done.json', 'weights.pt', 'settings.json'): (out/q).unlink(missing_ok=True)
         for q in ('checkpoints', 'logs'): shutil.rmtree(out/q, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True); write_json(arch, arch_file)
+    torch.manual_seed(rc.seed)   # the starting weights are the seed's, whatever ran before (an earlier trial, a resumed study)
     return fit_regressor(build_tabtransformer(table, p), table.dataset('train'), table.dataset('val'), out, rc)
 
 def predict_table(net:nn.Module, table:OmicsTable, rc:RegressorConfig|None=None) -> np.ndarray:

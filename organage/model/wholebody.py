@@ -176,6 +176,7 @@ def fit_wholebody_models(x:np.ndarray, # (n, 1, X, Y, Z) volumes (`wholebody_vol
             mu = m.predict(x.reshape(len(x), -1))
             add('pcr', mu, max(info['cv_rmse'], 1e-3), time.perf_counter() - t0); fitted['pcr'] = m
             continue
+        torch.manual_seed(seed)   # each network starts from the seed, whether the one before it trained here or was loaded
         if name == 'resnet18_3d':
             net, data, rc = resnet18_3d(s.widen, s.hidden, centre, scale), x, _rc(s, seed, device)
         elif name == 'cnn_25d':
