@@ -77,14 +77,17 @@ def test_every_stage_writes_checkpoint_metrics_and_weights(run):
     assert splits.subject_id.is_unique and set(splits.split) == {'train', 'val', 'test'}
 
 
-def test_stage3_is_warm_started_from_stage1(run, cohort, tmp_path):
-    d, _ = run
-    uni = load_model(d / 'unimodal_mri')
-    fresh = OrganAgeModel(load_model(d / 'aligned').cfg)
-    torch.manual_seed(123); fresh = OrganAgeModel(fresh.cfg)
-    load_weights(fresh, d / 'unimodal_mri', prefixes=['encoders.mri.', 'vibs.mri.'])
-    for (k, v), (k2, v2) in zip(uni.encoders['mri'].state_dict().items(), fresh.encoders['mri'].state_dict().items()):
-        assert torch.equal(v, v2)
+def test_fused_stages_start_from_the_unimodal_encoders(cohort, tmp_path):
+    "What `train_curriculum` did: when the naive and aligned stages start, each encoder holds its unimodal stage's trained weights (not a fresh start)."
+    seen = Seen()
+    train_curriculum(cfg(), cohort, tmp_path / 'run', model=TINY, loaders=LOADERS, stages=('unimodal', 'naive', 'aligned'), callbacks=[seen])
+    fresh = {k: v for k, v in OrganAgeModel(load_model(tmp_path / 'run' / 'aligned').cfg).named_parameters() if k.startswith('encoders.')}
+    for kind in ('naive', 'aligned'):
+        start = seen.start[kind]
+        for m in ('rna', 'xray', 'mri'):
+            uni = {k: v for k, v in load_model(tmp_path / 'run' / f'unimodal_{m}').named_parameters() if k.startswith(f'encoders.{m}.')}
+            assert uni and all(torch.equal(start[k], v) for k, v in uni.items()), (kind, m)
+            assert not all(torch.equal(fresh[k], v) for k, v in uni.items())   # a fresh start would differ: the check can fail
 
 
 def test_rerun_skips_finished_stages(run, cohort):
@@ -212,6 +215,15 @@ class Interrupt(L.Callback):
             raise RuntimeError('simulated crash')
 
 
+class Seen(L.Callback):
+    "Training batches run per epoch, and the encoders' parameters when each stage's fit starts."
+    def __init__(self): self.batches, self.start = {}, {}
+    def on_fit_start(self, trainer, module):
+        self.start[module.model.cfg.kind] = {k: v.detach().clone() for k, v in module.model.named_parameters() if k.startswith('encoders.')}
+    def on_train_batch_start(self, trainer, module, batch, i):
+        self.batches[trainer.current_epoch] = self.batches.get(trainer.current_epoch, 0) + 1
+
+
 def test_interrupted_run_resumes_to_the_same_result(cohort, tmp_path):
     kw = dict(model=TINY, loaders=LOADERS, stages=('aligned',))
     c = cfg(epochs=3)
@@ -220,7 +232,11 @@ def test_interrupted_run_resumes_to_the_same_result(cohort, tmp_path):
         train_curriculum(c, cohort, tmp_path / 'crashed', callbacks=[Interrupt()], **kw)
     assert (tmp_path / 'crashed' / 'aligned' / 'checkpoints' / 'last.ckpt').exists()
     assert not (tmp_path / 'crashed' / 'aligned' / 'done.json').exists()
-    train_curriculum(c, cohort, tmp_path / 'crashed', **kw)
+    seen = Seen()
+    train_curriculum(c, cohort, tmp_path / 'crashed', callbacks=[seen], **kw)
+    # the rerun started from last.ckpt: only the third epoch ran, every one of its batches (a rerun from scratch shows epochs 0-2)
+    per_epoch = json.loads((tmp_path / 'straight' / 'aligned' / 'done.json').read_text())['n_train'] // c.batch_size
+    assert sorted(seen.batches) == [2] and seen.batches[2] == per_epoch, seen.batches
     a = load_model(tmp_path / 'straight' / 'aligned').state_dict()
     b = load_model(tmp_path / 'crashed' / 'aligned').state_dict()
     for k in a: assert torch.allclose(a[k], b[k], atol=1e-6), k
