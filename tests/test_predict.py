@@ -239,6 +239,48 @@ def test_cli_predict_and_report(bundle, capsys):
     assert (out/'subjects'/f'{p.subject_id.iloc[0]}.png').is_file()
 
 
+class _Page(__import__('html.parser').parser.HTMLParser):
+    "The title, the h1 and the table cells of a subject page, as a browser would read them (entities decoded)."
+    def __init__(self):
+        super().__init__(); self.title, self.h1, self.rows, self._in, self._row = '', '', [], None, None
+    def handle_starttag(self, tag, attrs):
+        if tag in ('title', 'h1'): self._in = tag
+        elif tag == 'tr': self._row = []
+        elif tag in ('td', 'th') and self._row is not None: self._in = 'cell'; self._row.append('')
+    def handle_endtag(self, tag):
+        if tag == 'tr' and self._row is not None: self.rows.append(self._row); self._row = None
+        if tag in ('title', 'h1', 'td', 'th'): self._in = None
+    def handle_data(self, d):
+        if self._in == 'title': self.title += d
+        elif self._in == 'h1': self.h1 += d
+        elif self._in == 'cell': self._row[-1] += d
+
+
+def test_cli_evaluate_then_report_page_parsed(bundle, tmp_path, capsys):
+    "`organage evaluate` on the trained run writes its predictions; `organage report` of a subject whose id holds HTML characters writes a page that shows the id as text, one table row per predicted organ."
+    run = tmp_path/'run'; shutil.copytree(bundle/'run', run)
+    for f in ('predictions.csv', 'predictions_by_model.csv'): (run/f).unlink(missing_ok=True)
+    assert main(['evaluate', '--run', str(run), '--device', 'cpu']) == 0
+    p = pd.read_csv(run/'predictions.csv', dtype={'subject_id': str})
+    assert set(p.split) >= {'val', 'test'} and p.mu.notna().all() and not p.duplicated(['subject_id', 'organ', 'modality']).any()
+    sid = p[p.split == 'test'].subject_id.value_counts().index[0]
+    odd = f"{sid}<b>&'x"
+    for f in ('predictions.csv', 'splits.csv'):
+        t = pd.read_csv(run/f, dtype={'subject_id': str}); t.loc[t.subject_id == sid, 'subject_id'] = odd; t.to_csv(run/f, index=False)
+    assert main(['report', odd, '--run', str(run), '--out', str(tmp_path/'s')]) == 0
+    page = next((tmp_path/'s').glob('*.html')).read_text()
+    assert '<b>' not in page and '&lt;b&gt;' in page                     # escaped, never markup
+    pg = _Page(); pg.feed(page)
+    assert pg.title == f'organage: {odd}' and pg.h1 == f'Organ-age profile: {odd}'
+    header, body = pg.rows[0], pg.rows[1:]
+    assert header[:2] == ['organ', 'age (y)']
+    mine = p[p.subject_id == sid]
+    assert sorted(r[0] for r in body) == sorted(mine.organ.unique()) and len(body) == mine.organ.nunique()
+    shown = {r[0]: float(r[header.index('predicted (y)')]) for r in body}
+    csv = pd.read_csv(next((tmp_path/'s').glob('*.csv'))).set_index('organ')
+    assert all(abs(shown[o] - round(csv.loc[o, 'mu'], 2)) < 1e-9 for o in shown)
+
+
 def test_report_of_a_subject_without_age(bundle, pm, tmp_path):
     "A predicted subject without a chronological age: the page gives the uncorrected organ ages (the residual correction needs the age), no 'nan'."
     ads = read_cohort(bundle/'B', ['xray'])
