@@ -285,3 +285,23 @@ def test_run_folder_from_another_version_gets_a_clear_error(run, cohort, tmp_pat
     from organage.model.predict import open_run
     with pytest.raises(ConfigError, match=r"run.json: settings this organage cannot read .*warmup_epochs: Extra inputs"):
         open_run(tmp_path, cohort, device='cpu')
+
+
+def test_full_profile_smoke_on_cpu(cohort, tmp_path, caplog):
+    "The `full` profile's paths on CPU at toy sizes: ResNet-18 image encoders, VST chosen for the RNA, bf16 asked for and trained in fp32 with a message."
+    from organage.data.prepare import CohortData
+    from organage.core import train_config_for
+    c = load_config('full', overrides={'epochs': 1, 'image_size': 32, 'volume_size': 16, 'n_genes': 50, 'device': 'cpu', 'batch_size': 16, 'num_workers': 0})
+    assert c.precision == 'bf16-mixed'
+    caplog.set_level(logging.INFO, logger='organage')
+    out = train_curriculum(c, cohort, tmp_path/'run', loaders=LOADERS, stages=('aligned',), train={'progress': False})
+    assert 'precision bf16-mixed requested on CPU: training in 32-bit' in caplog.text
+    m = load_model(tmp_path/'run'/'aligned')
+    assert m.cfg.backbone == 'resnet18' and m.cfg.latent_dim == 256
+    for mod in ('xray', 'mri'):
+        kinds = {type(x).__name__ for x in m.encoders[mod].modules()}
+        assert 'ResNet' in kinds and sum(type(x).__name__ == 'ResNetBlock' for x in m.encoders[mod].modules()) == 8, (mod, kinds)   # 2+2+2+2 basic blocks
+    assert all(p.dtype == torch.float32 for p in m.parameters())
+    pre = CohortData(cohort, c, train_config_for(c, progress=False), tmp_path/'run', loaders=LOADERS).preprocessors['rna']
+    assert pre.method == 'vst' and pre.vst_used_ in ('parametric', 'mean')
+    assert np.isfinite(out['aligned']['best_val_mae'])
