@@ -67,6 +67,30 @@ def test_paper_tables_say_what_the_run_did(paper, cohort):
     assert set(rec.organ) <= set(truth.organ) and rec.N.sum() == len(test)
 
 
+def test_claims_that_hold_at_this_size(paper, cohort):
+    """The scientific claims the tiny run can carry, each against its chance level. At 160 subjects and 2 epochs the networks
+    alone do not yet beat the training mean (aligned 12.62 vs 12.55 years) and 14-18 test subjects per organ give gap-recovery
+    intervals spanning 0: those claims are made by `make reproduce` (1,200 subjects: every model 6.1-8.1 vs 13.4-15.2 years
+    for the mean, gap r 0.29-0.58), not here. What this size does carry: the shipped model (network + baselines per organ)
+    and the stacked linear model beat the training mean on the same test rows, and the attribution finds true age genes
+    above chance."""
+    from scipy import stats
+    run = paper/'run'
+    p = pd.read_csv(run/'predictions_by_model.csv', dtype={'subject_id': str})
+    sp = pd.read_csv(run/'splits.csv', dtype={'subject_id': str})
+    truth = pd.read_csv(cohort/'truth.csv', dtype={'subject_id': str})
+    mean_age = truth[truth.subject_id.isin(sp.subject_id[sp.split == 'train'])].drop_duplicates('subject_id').age.mean()
+    te = p[p.split == 'test']
+    assert set(te.model) >= {'shipped', 'stacked', 'aligned', 'naive', 'enet_rna'}
+    for model in ('shipped', 'stacked'):
+        d = te[te.model == model]
+        err, base = (d.mu - d.age).abs(), (d.age - mean_age).abs()
+        assert err.mean() < base.mean() and stats.wilcoxon(err, base, alternative='less').pvalue < 0.05, model
+    g = pd.read_csv(paper/'tables'/'fig08_gene_precision_at_20.csv')
+    assert (g.k == 20).all() and (g.chance < 0.2).all()
+    assert stats.binomtest(int(g.hits.sum()), int(g.k.sum()), float(g.chance.mean()), alternative='greater').pvalue < 0.05
+
+
 def test_same_seed_gives_identical_tables(paper, cohort, tmp_path_factory):
     "A second run with the same seed, from scratch in another folder, writes byte-identical tables and figures."
     out = tmp_path_factory.mktemp('again')
