@@ -4,7 +4,7 @@
 
 # %% ../../nbs/data/08_datasets.ipynb #0003
 from __future__ import annotations
-import logging, importlib, os
+import contextlib, functools, hashlib, importlib, inspect, json, logging, os, re, tempfile, threading, types
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np
@@ -14,15 +14,15 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, DataLoader
 from monai.data import CacheDataset
 from monai.transforms import Compose, Transform
-from ..core import DataError, progress
+from ..core import DataError, progress, write_json
 from .loading import examples
 from .preprocess import image_transforms, PixelStandardize
 
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_LOADERS', 'SEX_CODES', 'OBS_FIELDS', 'resize_image', 'observation_table', 'SubjectDataset',
-           'SubjectView', 'collate_subjects']
+__all__ = ['log', 'DEFAULT_LOADERS', 'SEX_CODES', 'OBS_FIELDS', 'CACHE_FORMAT', 'resize_image', 'observation_table',
+           'pixel_cache_key', 'PixelCache', 'SubjectDataset', 'SubjectView', 'collate_subjects']
 
 # %% ../../nbs/data/08_datasets.ipynb #0006
 DEFAULT_LOADERS = {'xray': 'organage.data.chexpert:load_radiograph', 'mri': 'organage.data.ixi:load_volume'}
@@ -128,6 +128,154 @@ class _Decode(Transform):
 
 OBS_FIELDS = ('organ', 'age', 'sex', 'age_lo', 'age_hi')   # per-observation tensors an item and a batch carry for each modality
 
+
+# %% ../../nbs/data/08_datasets.ipynb #a17c0002
+CACHE_FORMAT = 1   # bump when the file layout changes: every cache written before gets another key
+
+def _code_sha(code) -> str:
+    "Hash of a function's code (bytecode, constants, names; nested functions included), the same in every process."
+    h = hashlib.sha1(code.co_code)
+    for c in code.co_consts: h.update((_code_sha(c) if isinstance(c, types.CodeType) else repr(c)).encode())
+    h.update(repr(code.co_names).encode())
+    return h.hexdigest()[:16]
+
+def _describe(obj, _seen=None, _depth=0):
+    "A JSON-able description of a loader or a transform chain that is the same in every process: names, settings, arrays' hashes and code, never a memory address."
+    seen = set() if _seen is None else _seen
+    rec = lambda o: _describe(o, seen, _depth + 1)
+    if obj is None or isinstance(obj, (bool, int, float, str)): return obj
+    if isinstance(obj, np.generic): return obj.item()
+    if isinstance(obj, (list, tuple)): return [rec(o) for o in obj]
+    if isinstance(obj, (set, frozenset)): return [rec(o) for o in sorted(obj, key=repr)]
+    if isinstance(obj, dict): return {str(k): rec(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        a = np.ascontiguousarray(obj.detach().cpu().numpy() if torch.is_tensor(obj) else obj)
+        return {'array': list(a.shape), 'dtype': str(a.dtype), 'sha1': hashlib.sha1(a.tobytes()).hexdigest()}
+    if isinstance(obj, type): return f'{obj.__module__}:{obj.__qualname__}'
+    if isinstance(obj, (torch.dtype, torch.device, np.dtype)): return str(obj)
+    if id(obj) in seen or _depth > 8: return f'{type(obj).__module__}:{type(obj).__qualname__}'
+    seen.add(id(obj))
+    if isinstance(obj, functools.partial): return {'partial': rec(obj.func), 'args': rec(obj.args), 'keywords': rec(obj.keywords)}
+    if inspect.ismethod(obj): return {'method': rec(obj.__func__), 'self': rec(obj.__self__)}
+    if inspect.isfunction(obj):
+        return {'function': f'{obj.__module__}:{obj.__qualname__}', 'code': _code_sha(obj.__code__), 'defaults': rec(obj.__defaults__),
+                'closure': [rec(c.cell_contents) for c in obj.__closure__ or ()]}
+    if inspect.isroutine(obj): return f'{getattr(obj, "__module__", None)}:{getattr(obj, "__qualname__", repr(obj))}'
+    d = {'class': f'{type(obj).__module__}:{type(obj).__qualname__}'}
+    state = getattr(obj, '__dict__', None)
+    if state is not None:   # settings, not run-time state: MONAI's per-instance generator, its thread-local tracing flag
+        d['state'] = rec({k: v for k, v in state.items() if not isinstance(v, (np.random.RandomState, np.random.Generator, threading.local))})
+    else: d['repr'] = re.sub(r' at 0x[0-9a-fA-F]+', '', repr(obj))
+    return d
+
+def pixel_cache_key(modality:str, paths:Sequence[str], # every image path of the modality, in AnnData row order
+                    load:Callable, transform:Callable) -> tuple[str, dict]:
+    "(key, inputs): the hash of the loader, the transform chain's settings and every path with its size and mtime; a change of any of them is another key."
+    h = hashlib.sha256()
+    for p in paths:
+        try: st = os.stat(p); h.update(f'{p}\t{st.st_size}\t{st.st_mtime_ns}\n'.encode())
+        except OSError: h.update(f'{p}\tmissing\n'.encode())   # the build finds it unreadable; when it appears, the key changes
+    inputs = dict(format=CACHE_FORMAT, modality=modality, loader=_describe(load), transform=_describe(transform),
+                  n_images=len(paths), paths_sha256=h.hexdigest())
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:20], inputs
+
+def _decoded(decode:Callable, paths:Sequence[str], workers:int, chunk:int=256):
+    "decode(path) of every path, in order; threads decode one chunk at a time, so no more than `chunk` images are ever held."
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(workers) as ex:
+        for s in range(0, len(paths), chunk): yield from ex.map(decode, paths[s:s + chunk])
+
+class PixelCache:
+    "One image modality's decoded float16 pixels in one flat file `<folder>/<modality>-<key>.f16` (+ a JSON sidecar), written once and read back with positioned reads."
+    def __init__(self, folder:str|Path, # where the cache files live (a run's `pixel_cache`)
+                 modality:str, # 'xray' or 'mri'
+                 paths:Sequence, # every image path of the modality, in AnnData row order (all splits)
+                 load:Callable|str, # loader, or 'module:function'
+                 transform:Callable, # the run's per-image chain
+                 workers:int|None=None): # decoding threads of a build (default: min(8, cpus))
+        self.folder, self.modality = Path(folder), modality
+        paths, load = [str(p) for p in paths], _resolve(load)
+        self.key, self.inputs = pixel_cache_key(modality, paths, load, transform)
+        self.data_path, self.meta_path = self.folder/f'{modality}-{self.key}.f16', self.folder/f'{modality}-{self.key}.json'
+        meta = self._trusted()
+        self.built = meta is None   # whether this object decoded the images (False: read back from disk)
+        if meta is None: meta = self._build(paths, _Decode(load, transform), workers or min(8, os.cpu_count() or 1))
+        else: log.info("%s: %d images read from the pixel cache %s", modality, meta['n_images'], self.data_path)
+        self.meta, self.n = meta, meta['n_images']
+        self.shape = tuple(meta['shape']) if meta['shape'] else None
+        self.nbytes = int(np.prod(self.shape)) * 2 if self.shape else 0
+        self.unreadable = {int(k): v for k, v in meta['unreadable'].items()}   # row -> {'path', 'error'}
+        self._fd = self._pid = None
+
+    def _trusted(self) -> dict|None:
+        "The sidecar when it and the pixel file are complete and match this key, else None (then the cache is built again)."
+        try: meta = json.loads(self.meta_path.read_text())
+        except (OSError, ValueError): return None
+        if meta.get('key') != self.key or meta.get('inputs') != self.inputs or meta.get('complete') is not True: return None
+        size = meta['n_images'] * int(np.prod(meta['shape'])) * 2 if meta['shape'] else 0
+        try: ok = self.data_path.stat().st_size == size
+        except OSError: ok = False
+        if not ok: log.warning("%s: pixel cache %s is missing or has the wrong size; decoding the images again", self.modality, self.data_path)
+        return meta if ok else None
+
+    def _build(self, paths:list[str], decode:Callable, workers:int) -> dict:
+        "Decode every image once, write its pixels at its row's offset into a temporary file, rename it when complete, then write the sidecar."
+        self.folder.mkdir(parents=True, exist_ok=True)
+        n, shape, nb, bad = len(paths), None, 0, {}
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f'.{self.data_path.name}.', suffix='.tmp')
+        try:
+            found = progress(_decoded(decode, paths, workers), desc=f'{self.modality}: decoding images into the pixel cache', total=n, leave=False)
+            for i, x in enumerate(found):
+                if isinstance(x, _Unreadable): bad[str(i)] = dict(path=x.path, error=x.message); continue
+                if shape is None: shape, nb = tuple(x.shape), x.numel() * 2
+                elif tuple(x.shape) != shape:
+                    raise DataError("the image chain gave this image another shape than the others", path=paths[i], expected=str(shape), found=str(tuple(x.shape)))
+                os.pwrite(fd, x.contiguous().numpy().tobytes(), i * nb)
+            os.ftruncate(fd, n * nb)   # rows of unreadable images after the last written one: zeros, never read
+            os.fsync(fd); os.close(fd); fd = None
+            os.replace(tmp, self.data_path)
+        except BaseException:
+            if fd is not None: os.close(fd)
+            with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+            raise
+        meta = dict(key=self.key, complete=True, shape=list(shape) if shape else None, dtype='float16', n_images=n,
+                    n_written=n - len(bad), unreadable=bad, inputs=self.inputs)
+        write_json(meta, self.meta_path)   # last: the sidecar is what makes the pixel file trusted
+        log.info("%s: wrote %d images (%.1f MB) to the pixel cache %s", self.modality, n - len(bad), n * nb / 1e6, self.data_path)
+        return meta
+
+    def __len__(self): return self.n
+
+    def read(self, row:int) -> torch.Tensor:
+        "The pixels of AnnData row `row`: one positioned read (no memory map, so memory does not grow as an epoch reads the file)."
+        if row in self.unreadable: raise DataError(f"image cannot be used: {self.unreadable[row]['error']}", path=self.unreadable[row]['path'])
+        if self._pid != os.getpid():   # first read in this process (a DataLoader worker opens its own descriptor)
+            self._fd, self._pid = os.open(self.data_path, os.O_RDONLY), os.getpid()
+        buf = bytearray(self.nbytes)
+        got = os.preadv(self._fd, [buf], row * self.nbytes)
+        if got != self.nbytes:
+            raise DataError("pixel cache file is shorter than its sidecar says", path=self.data_path, where=f'image row {row}', expected=f'{self.nbytes} bytes', found=f'{got}')
+        return torch.from_numpy(np.frombuffer(buf, np.float16).reshape(self.shape))
+
+    def __getstate__(self): return {**self.__dict__, '_fd': None, '_pid': None}   # a spawned worker opens its own
+    def __del__(self):
+        try:
+            if self._fd is not None and self._pid == os.getpid(): os.close(self._fd)
+        except Exception: pass   # interpreter shutdown
+
+class _CachedRows(Dataset):
+    "The images of one split as positions into the modality's `PixelCache` (shared by every split): position -> pixels, or `_Unreadable`."
+    def __init__(self, cache:PixelCache, rows): self.cache, self.rows = cache, np.asarray(rows, dtype=np.int64)
+    def __len__(self): return len(self.rows)
+    def __getitem__(self, j):
+        r = int(self.rows[j]); u = self.cache.unreadable.get(r)
+        return _Unreadable(u['path'], u['error']) if u else self.cache.read(r)
+    def unreadable(self) -> list[tuple[int, _Unreadable]]:
+        u = self.cache.unreadable
+        return [(j, _Unreadable(u[int(r)]['path'], u[int(r)]['error'])) for j, r in enumerate(self.rows) if int(r) in u]
+
+
+# %% ../../nbs/data/08_datasets.ipynb #a17c0004
 class SubjectDataset(Dataset):
     "Subjects with their observations; item = dict of per-modality tensors of one subject. Image files that cannot be used are left out and listed in `dropped`."
     def __init__(self, adatas:dict, # {'rna'|'xray'|'mri': AnnData}; RNA X already normalised
@@ -136,8 +284,9 @@ class SubjectDataset(Dataset):
                  image_size:int=64, volume_size:int=32,
                  loaders:dict|None=None, # {'xray': fn(path)->(H,W), 'mri': fn(path)->volume with affine} or 'module:function'
                  root:str|Path|None=None, # base for relative image paths
-                 cache_gb:float=2.0, # cache decoded pixels when they fit in this many GB
-                 transforms:dict|None=None): # {'xray'|'mri': fn(image) -> (1, size, ...) tensor}; default: `image_transforms` at these sizes
+                 cache_gb:float=2.0, # without `cache_dir`: keep decoded pixels in memory when they fit in this many GB
+                 transforms:dict|None=None, # {'xray'|'mri': fn(image) -> (1, size, ...) tensor}; default: `image_transforms` at these sizes
+                 cache_dir:str|Path|None=None): # on-disk `PixelCache` folder shared by the splits (a run's `pixel_cache`); None: memory or on the fly, by `cache_gb`
         self.organs = list(organs)
         table = observation_table(adatas, self.organs, subjects)
         table['pos'] = table.groupby('modality').cumcount().to_numpy()   # row of the observation in its modality's tensors
@@ -147,7 +296,7 @@ class SubjectDataset(Dataset):
         self.transforms = {**image_transforms(image_size, volume_size), **(transforms or {})}
         self.standardize = {}
         org_id = {o: i for i, o in enumerate(self.organs)}
-        self.obs, self.data, self.images = {}, {}, {}
+        self.obs, self.data, self.images, self.pixel_caches = {}, {}, {}, {}
         keep, dropped = np.ones(len(table), bool), []
         for m in [m for m in adatas if (table.modality == m).any()]:
             sel = (table.modality == m).to_numpy()
@@ -163,11 +312,15 @@ class SubjectDataset(Dataset):
                 self.data[m] = torch.as_tensor(X, dtype=torch.float32)
             else:
                 if 'path' not in a.obs: raise DataError("image AnnData lacks obs['path']", where=f"{m} AnnData")
-                paths = [self._path(p) for p in a.obs['path'].values[t.row.values]]
-                s = self.sizes[m]; nvox = s ** (2 if m == 'xray' else 3)
-                self.images[m] = CacheDataset(paths, [_Decode(_resolve(self.loaders[m]), self.transforms[m])],
-                                              cache_rate=1.0 if len(t) * nvox * 2 / 1e9 <= cache_gb else 0.0,
-                                              num_workers=0, progress=False, copy_cache=False)
+                if cache_dir is not None:   # the modality's every row, so that all splits share one file
+                    pc = PixelCache(cache_dir, m, [self._path(p) for p in a.obs['path'].values], self.loaders[m], self.transforms[m])
+                    self.pixel_caches[m], self.images[m] = pc, _CachedRows(pc, t.row.values)
+                else:
+                    paths = [self._path(p) for p in a.obs['path'].values[t.row.values]]
+                    s = self.sizes[m]; nvox = s ** (2 if m == 'xray' else 3)
+                    self.images[m] = CacheDataset(paths, [_Decode(_resolve(self.loaders[m]), self.transforms[m])],
+                                                  cache_rate=1.0 if len(t) * nvox * 2 / 1e9 <= cache_gb else 0.0,
+                                                  num_workers=0, progress=False, copy_cache=False)
                 for j, u in self._unreadable(m):
                     keep[np.flatnonzero(sel)[j]] = False
                     dropped.append(dict(modality=m, subject_id=t.subject_id.iloc[j], path=u.path, error=u.message))
@@ -184,8 +337,9 @@ class SubjectDataset(Dataset):
         self.index = [{m: torch.as_tensor(pos[m].get(s, []), dtype=torch.long) for m in self.modalities} for s in self.subjects]
 
     def _unreadable(self, m:str) -> list[tuple[int, _Unreadable]]:
-        "(position, marker) of the images of `m` that cannot be used: read off the cache, or found by one decoding pass when uncached."
+        "(position, marker) of the images of `m` that cannot be used: read off the pixel cache's sidecar or the memory cache, or found by one decoding pass when uncached."
         imgs = self.images[m]
+        if isinstance(imgs, _CachedRows): return imgs.unreadable()
         if imgs.cache_num == len(imgs): found = (imgs[j] for j in range(len(imgs)))   # cached: no decoding
         else:
             from concurrent.futures import ThreadPoolExecutor

@@ -59,7 +59,8 @@ class CohortData:
     "Train/val/test `SubjectDataset`s of one cohort, with the organ vocabulary and expression width."
     def __init__(self, data, # cohort folder, or {'rna'|'xray'|'mri': AnnData} already read
                  cfg:RunConfig, tcfg:TrainConfig, run_dir, loaders:dict|None=None, # image loader overrides (tests)
-                 transforms:dict|None=None): # per-image chain overrides; default `organage.data.preprocess.image_transforms` at the run's sizes, for folders and AnnData alike
+                 transforms:dict|None=None, # per-image chain overrides; default `organage.data.preprocess.image_transforms` at the run's sizes, for folders and AnnData alike
+                 pixel_cache:bool|str|Path|None=True): # decoded pixels on disk (`organage.data.datasets.PixelCache`): True = `<run_dir>/pixel_cache`, or a folder; False/None = in memory within `tcfg.cache_gb`, else decoded on the fly
         run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
         if isinstance(data, dict): adatas = dict(data)
         else:
@@ -86,8 +87,9 @@ class CohortData:
         self.n_genes = adatas['rna'].n_vars if 'rna' in adatas else 0
         from organage.data.preprocess import image_transforms
         chains = {**image_transforms(cfg.image_size, cfg.volume_size, cfg.mri_fov_mm, cfg.mri_register), **(transforms or {})}
-        self.ds = {s: SubjectDataset(adatas, organs, self.splits.subject_id[self.splits.split == s].tolist(),
-                                     image_size=cfg.image_size, volume_size=cfg.volume_size, cache_gb=tcfg.cache_gb / 3, loaders=loaders, transforms=chains)
+        self.pixel_cache = None if pixel_cache is False or pixel_cache is None else run_dir/'pixel_cache' if pixel_cache is True else Path(pixel_cache)
+        self.ds = {s: SubjectDataset(adatas, organs, self.splits.subject_id[self.splits.split == s].tolist(), image_size=cfg.image_size,
+                                     volume_size=cfg.volume_size, cache_gb=tcfg.cache_gb / 3, loaders=loaders, transforms=chains, cache_dir=self.pixel_cache)
                    for s in ('train', 'val', 'test')}
         self.dropped = _dropped_files(adatas, self.ds)
         write_csv(self.dropped, run_dir/'dropped_files.csv')
