@@ -25,9 +25,15 @@ def _profile_args(p):
     p.add_argument('--seed', type=int, default=None, help="random seed (default: the profile's)")
     p.add_argument('--device', default=None, choices=['auto', 'cpu', 'cuda'], help="compute device (auto: CUDA when present)")
 
-def _config(a):
+def _train_overrides(a) -> dict:
+    "The `--set KEY=VALUE` settings that belong to `TrainConfig` (devices, strategy, num_nodes, lr, ...), read as YAML scalars."
+    from organage.core import TrainConfig, RunConfig, parse_overrides
+    keys = set(TrainConfig.model_fields) - set(RunConfig.model_fields)
+    return {k: v for k, v in parse_overrides(a.overrides).items() if k in keys}
+
+def _config(a, train:bool=False): # train: `TrainConfig` keys of --set are left for `_train_overrides` (organage train)
     from organage.core import load_config
-    ov = list(a.overrides)
+    ov = [s for s in a.overrides if not train or s.split('=', 1)[0].strip() not in _train_overrides(a)]
     if a.seed is not None: ov.append(f'seed={a.seed}')
     if getattr(a, 'device', None): ov.append(f'device={a.device}')
     return load_config(a.profile, a.config, ov)
@@ -74,14 +80,17 @@ def cmd_reproduce(a):
 # %% ../nbs/03_cli.ipynb #0008
 def cmd_train(a):
     "Train the staged curriculum (unimodal encoders, naive fusion, aligned fusion) into a run folder."
-    cfg = _config(a)
+    cfg = _config(a, train=True)
     from organage.core import ConfigError
     if not Path(a.data).is_dir(): raise ConfigError(f"--data {a.data}: data folder not found")
     run = _out_folder(a.run, '--run')
     from organage.core import parse_overrides
     from organage.model.train import train_curriculum
     kw = {'stages': a.stages} if a.stages else {}
+    if _train_overrides(a): kw['train'] = _train_overrides(a)   # --set devices=2 --set strategy=ddp, lr=..., stage_epochs=...
     train_curriculum(cfg, a.data, run, model=parse_overrides(a.model) or None, **kw)
+    from organage.core import is_global_zero
+    if not is_global_zero(): return   # another process of a data-parallel run (--set devices=N): rank 0 exports and reports
     print(f"trained run written to {run}")
     if getattr(a, 'no_export', False): return
     from organage.model.portable import main_stage, export_model

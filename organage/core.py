@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 # %% auto #0
 __all__ = ['PROFILE_SECTIONS', 'PROFILES', 'PROGRESS_FILE_ENV', 'PROGRESS_ENV', 'MANIFEST_PACKAGES', 'OrganageError',
            'ConfigError', 'DataError', 'NotEnoughDataError', 'available_names', 'RunConfig', 'parse_overrides',
-           'load_config', 'TrainConfig', 'train_config_for', 'pick_device', 'atomic_write', 'atomic_path', 'write_json',
-           'write_csv', 'save_figure', 'progress', 'package_versions', 'git_state', 'fingerprint', 'RunManifest']
+           'load_config', 'TrainConfig', 'train_config_for', 'pick_device', 'is_global_zero', 'atomic_write',
+           'atomic_path', 'write_json', 'write_csv', 'save_figure', 'progress', 'package_versions', 'git_state',
+           'fingerprint', 'RunManifest']
 
 # %% ../nbs/00_core.ipynb #0006
 class OrganageError(Exception):
@@ -193,6 +194,17 @@ def pick_device(device:str='auto') -> str:
     has = torch.cuda.is_available()
     if device == 'cuda' and not has: raise ConfigError("device 'cuda' requested but no CUDA GPU is visible to torch")
     return 'cuda' if has else 'cpu'
+
+# %% ../nbs/00_core.ipynb #ddp0a02
+def is_global_zero() -> bool:
+    "Whether this process is rank 0 of a data-parallel run (always True in a single-process run); usable before a Trainer exists."
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized(): return dist.get_rank() == 0
+    env = os.environ
+    if 'RANK' in env: return int(env['RANK']) == 0
+    if 'LOCAL_RANK' in env or 'NODE_RANK' in env: return int(env.get('LOCAL_RANK', 0)) == 0 and int(env.get('NODE_RANK', 0)) == 0
+    if 'SLURM_PROCID' in env: return int(env['SLURM_PROCID']) == 0
+    return True
 
 # %% ../nbs/00_core.ipynb #0019
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 import pandas as pd
-from ..core import RunConfig, TrainConfig, DataError, write_csv
+from ..core import RunConfig, TrainConfig, DataError, write_csv, atomic_write, is_global_zero
 from .datasets import SubjectDataset
 
 log = logging.getLogger('organage')
@@ -70,7 +70,9 @@ class CohortData:
         if not adatas: raise DataError("no observation of any modality", path=None if isinstance(data, dict) else data)
         sp = run_dir/'splits.csv'
         if sp.exists(): self.splits = pd.read_csv(sp, dtype={'subject_id': str})
-        else: self.splits = split_table(adatas, cfg, tcfg); write_csv(self.splits, sp)
+        else:   # data-parallel runs: every process computes the same split (seeded), the first one writes it
+            self.splits = split_table(adatas, cfg, tcfg)
+            if is_global_zero(): write_csv(self.splits, sp)
         tr = self.splits.subject_id[self.splits.split == 'train']
         self.preprocessors = {}   # fitted preprocessing a portable model saves ({'rna': ExpressionPreprocessor})
         if 'rna' in adatas:
@@ -78,7 +80,9 @@ class CohortData:
             adatas['rna'] = self.preprocessors['rna'].transform(adatas['rna'])
             gp = run_dir/'rna_genes.txt'
             genes = '\n'.join(map(str, adatas['rna'].var_names))
-            if not gp.exists(): gp.write_text(genes)
+            if not gp.exists():
+                if is_global_zero():
+                    with atomic_write(gp) as f: f.write(genes)   # whole or absent: another process may read it
             elif gp.read_text() != genes:
                 raise DataError("expression preprocessing selected other genes than when the run was trained", path=gp)
         organs = sorted({o for a in adatas.values() for o in a.obs.organ.astype(str).unique()})
@@ -92,7 +96,7 @@ class CohortData:
                                      volume_size=cfg.volume_size, cache_gb=tcfg.cache_gb / 3, loaders=loaders, transforms=chains, cache_dir=self.pixel_cache)
                    for s in ('train', 'val', 'test')}
         self.dropped = _dropped_files(adatas, self.ds)
-        write_csv(self.dropped, run_dir/'dropped_files.csv')
+        if is_global_zero(): write_csv(self.dropped, run_dir/'dropped_files.csv')
         if len(self.dropped):
             log.warning("%d image files cannot be used and were left out; listed in %s", len(self.dropped), run_dir/'dropped_files.csv')
         for m in self.images_without_training():

@@ -4,15 +4,17 @@
 
 # %% ../../nbs/model/04_train.ipynb #0003
 from __future__ import annotations
-import contextlib, json, logging, time, warnings
+import contextlib, json, logging, os, time, warnings
 from pathlib import Path
 from typing import Sequence
 import torch
-from torch.utils.data import DataLoader, Sampler
+import numpy as np
+from torch.utils.data import DataLoader, Sampler, SequentialSampler
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, EarlyStopping
 from lightning.pytorch.loggers import CSVLogger
-from ..core import RunConfig, TrainConfig, PROFILES, ConfigError, write_json, pick_device, progress, train_config_for
+from lightning.pytorch.strategies import DDPStrategy
+from ..core import RunConfig, TrainConfig, PROFILES, ConfigError, write_json, pick_device, progress, train_config_for, PROGRESS_ENV, is_global_zero
 from .fusion import ModelConfig, OrganAgeModel
 from .weights import save_weights, load_weights
 from ..data.datasets import collate_subjects
@@ -22,8 +24,8 @@ from .baselines import fit_baselines
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'STAGES', 'model_config_for', 'EpochSampler', 'SubjectDataModule', 'OrganAgeModule', 'EpochBar',
-           'stage_checkpoints', 'run_stage', 'train_curriculum']
+__all__ = ['log', 'STAGES', 'model_config_for', 'EpochSampler', 'ShardedBatchSampler', 'SubjectDataModule', 'OrganAgeModule',
+           'EpochBar', 'stage_checkpoints', 'run_stage', 'train_curriculum']
 
 # %% ../../nbs/model/04_train.ipynb #971472a0
 def model_config_for(cfg:RunConfig, # the run's settings; its profile gives the network's sizes
@@ -41,19 +43,53 @@ class EpochSampler(Sampler):
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         return iter(torch.randperm(self.n, generator=g).tolist())
 
+# %% ../../nbs/model/04_train.ipynb #ddp1a02
+class ShardedBatchSampler(Sampler):
+    "Batches of `sampler`'s order for process `rank` of `num_replicas`: disjoint shards covering every index once, the same number of batches on every process."
+    def __init__(self, sampler, # gives the epoch's order (e.g. `EpochSampler`; `set_epoch` reaches it through `.sampler`)
+                 batch_size:int, # subjects per global batch (all processes together), at most
+                 num_replicas:int=1, rank:int=0,
+                 drop_last:bool=False): # one process only: full batches, the last partial one dropped (the single-process loader)
+        if not 0 <= rank < num_replicas: raise ConfigError(f"rank {rank}: expected 0 <= rank < num_replicas = {num_replicas}")
+        if drop_last and num_replicas > 1: raise ConfigError("drop_last: only for one process (several cover every subject once)")
+        self.sampler, self.batch_size, self.num_replicas, self.rank, self.drop_last = sampler, batch_size, num_replicas, rank, drop_last
+        n = len(sampler)
+        if n and min(self.sizes(n)) < num_replicas:
+            raise ConfigError(f"{n} subjects in batches of at most {batch_size}: a batch of {min(self.sizes(n))} cannot give each of "
+                              f"{num_replicas} processes a subject; use a larger batch_size or fewer devices")
+    def sizes(self, n:int) -> list[int]:
+        "Global batch sizes of an epoch of `n` indices."
+        B = self.batch_size
+        if self.drop_last and n > B: return [B] * (n // B)
+        nb = max(1, -(-n // B))
+        return [n // nb + (i < n % nb) for i in range(nb)]
+    def __len__(self): return len(self.sizes(len(self.sampler))) if len(self.sampler) else 0
+    def __iter__(self):
+        order, start = list(self.sampler), 0
+        for s in self.sizes(len(order)):
+            yield order[start:start + s][self.rank::self.num_replicas]; start += s
+
 # %% ../../nbs/model/04_train.ipynb #0013
 class SubjectDataModule(L.LightningDataModule):
-    "Train/val/test subject datasets as Lightning dataloaders (pinned memory and workers on GPU)."
+    "Train/val/test subject datasets as Lightning dataloaders (pinned memory and workers on GPU; sharded without padding under data-parallel training)."
     def __init__(self, train, val, test=None, batch_size:int=64, num_workers:int=0, seed:int=0, pin_memory:bool=False):
         super().__init__()
         self.train_ds, self.val_ds, self.test_ds = train, val, test
-        self.kw = dict(batch_size=batch_size, num_workers=num_workers, collate_fn=collate_subjects,
-                       pin_memory=pin_memory, persistent_workers=num_workers > 0)
-        self.seed = seed
-    def train_dataloader(self):
-        return DataLoader(self.train_ds, sampler=EpochSampler(len(self.train_ds), self.seed), drop_last=len(self.train_ds) > self.kw['batch_size'], **self.kw)
-    def val_dataloader(self): return DataLoader(self.val_ds, shuffle=False, **self.kw)
-    def test_dataloader(self): return DataLoader(self.test_ds, shuffle=False, **self.kw)
+        self.batch_size, self.seed = batch_size, seed
+        self.kw = dict(num_workers=num_workers, collate_fn=collate_subjects, pin_memory=pin_memory, persistent_workers=num_workers > 0)
+    def _ranks(self) -> tuple[int, int]:
+        "(number of processes, this one's rank): (1, 0) outside a Trainer."
+        t = self.trainer
+        return (t.world_size, t.global_rank) if t is not None else (1, 0)
+    def _loader(self, ds, sampler, drop_last=False):
+        W, r = self._ranks()
+        return DataLoader(ds, batch_sampler=ShardedBatchSampler(sampler, self.batch_size, W, r, drop_last=drop_last and W == 1), **self.kw)
+    def train_dataloader(self): return self._loader(self.train_ds, EpochSampler(len(self.train_ds), self.seed), drop_last=True)
+    def val_dataloader(self):
+        W, _ = self._ranks()   # one process: plain batches in order, as before
+        if W == 1: return DataLoader(self.val_ds, batch_size=self.batch_size, shuffle=False, **self.kw)
+        return self._loader(self.val_ds, SequentialSampler(self.val_ds))
+    def test_dataloader(self): return DataLoader(self.test_ds, batch_size=self.batch_size, shuffle=False, **self.kw)
 
 # %% ../../nbs/model/04_train.ipynb #0015
 class OrganAgeModule(L.LightningModule):
@@ -65,10 +101,18 @@ class OrganAgeModule(L.LightningModule):
         self.tcfg = TrainConfig(**train_cfg)
 
 
+    def n_targets(self, batch) -> int:
+        "(subject, organ) cells of `batch` with an observation: what the batch's MAE averages over."
+        n_org = len(self.model.cfg.organs)
+        cells = [batch[f'{m}_subj'].long() * n_org + batch[f'{m}_organ'].long() for m in self.model.cfg.modalities
+                 if f'{m}_x' in batch and batch[f'{m}_x'].shape[0] > 0]
+        return int(torch.cat(cells).unique().numel())
+
     def _step(self, batch, prefix):
         out = self.model.loss(batch)
-        self.log_dict({f'{prefix}_{k}': v.float() for k, v in out.items()}, on_step=False, on_epoch=True,
-                      batch_size=len(batch['subject_id']), sync_dist=prefix == 'val', prog_bar=prefix == 'val')
+        kw = dict(on_step=False, on_epoch=True, sync_dist=True, prog_bar=prefix == 'val')   # sums over processes, then divides
+        self.log_dict({f'{prefix}_{k}': v.float() for k, v in out.items() if k != 'mae'}, batch_size=len(batch['subject_id']), **kw)
+        self.log(f'{prefix}_mae', out['mae'].float(), batch_size=self.n_targets(batch), **kw)
         return out['loss']
 
     def training_step(self, batch, i):
@@ -107,13 +151,25 @@ def stage_checkpoints(dirpath) -> tuple[ModelCheckpoint, ModelCheckpoint]:
     return best, latest
 
 # %% ../../nbs/model/04_train.ipynb #1bbb8ca7
+def _world_size(tcfg:TrainConfig, dev:str) -> int:
+    "Processes the Trainer will run: devices per node (on CPU 'auto' is one) times nodes."
+    d = tcfg.devices
+    if d == 'auto': n = torch.cuda.device_count() if dev == 'cuda' else 1
+    elif str(d) == '-1': n = torch.cuda.device_count() if dev == 'cuda' else os.cpu_count()
+    elif isinstance(d, str) and ',' in d: n = len([x for x in d.split(',') if x.strip()])
+    else: n = int(d)
+    return n * tcfg.num_nodes
+
 def _trainer_kwargs(cfg:RunConfig, tcfg:TrainConfig, dev:str) -> dict:
     "Lightning Trainer arguments. Torch's deterministic mode is off unless asked for: the CPU kernels used here are deterministic already, and it fills new tensors with NaN (2x slower small CNNs)."
     precision = cfg.precision
     if dev == 'cpu' and 'bf16' in precision or dev == 'cpu' and '16' in precision:
         log.info("precision %s requested on CPU: training in 32-bit", precision); precision = '32-true'
-    return dict(accelerator='gpu' if dev == 'cuda' else 'cpu', devices=tcfg.devices if dev == 'cuda' else 1,
-                num_nodes=tcfg.num_nodes, strategy=tcfg.strategy, precision=precision,
+    strategy = tcfg.strategy
+    if strategy in ('auto', 'ddp') and _world_size(tcfg, dev) > 1:
+        strategy = DDPStrategy(find_unused_parameters=True)   # a process's batch may lack a modality: its encoder gets no gradient there
+    return dict(accelerator='gpu' if dev == 'cuda' else 'cpu', devices=1 if dev == 'cpu' and tcfg.devices == 'auto' else tcfg.devices,
+                num_nodes=tcfg.num_nodes, strategy=strategy, precision=precision, use_distributed_sampler=False,   # SubjectDataModule shards
                 deterministic='warn' if cfg.deterministic else False, enable_progress_bar=False, enable_model_summary=False,
                 gradient_clip_val=tcfg.grad_clip, log_every_n_steps=tcfg.log_every_n_steps)
 
@@ -149,7 +205,8 @@ def run_stage(name:str, # stage folder name, e.g. 'unimodal_rna'
     stop = EarlyStopping('val_mae', patience=tcfg.patience, mode='min')
     epochs = tcfg.stage_epochs.get(name, tcfg.stage_epochs.get(name.split('_')[0], cfg.epochs))
     kw = _trainer_kwargs(cfg, tcfg, dev)   # metrics are logged per epoch; a small stage need not wait for more steps
-    n_batches = len(train_ds) // cfg.batch_size if len(train_ds) > cfg.batch_size else 1   # the loader drops a last partial batch
+    W = _world_size(tcfg, dev)
+    n_batches = len(ShardedBatchSampler(range(len(train_ds)), cfg.batch_size, drop_last=W == 1))   # one process drops a last partial batch
     kw['log_every_n_steps'] = max(1, min(kw['log_every_n_steps'], n_batches))
     last = sdir/'checkpoints'/'last.ckpt'
     t0 = time.perf_counter()
@@ -180,6 +237,11 @@ def _run_record(cfg, tcfg, mcfg, data_dir) -> dict:
     t = {k: v for k, v in tcfg.model_dump().items() if k not in ('devices', 'num_nodes', 'strategy', 'progress', 'cache_gb')}
     return {'run_config': keep, 'train_config': t, 'model_config': mcfg.model_dump(), 'data_dir': '<in memory>' if isinstance(data_dir, dict) else str(Path(data_dir).resolve())}
 
+# %% ../../nbs/model/04_train.ipynb #ddp1a04
+def _barrier():
+    "Wait for every process of a data-parallel run (nothing to wait for in a single-process one)."
+    if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.barrier()
+
 # %% ../../nbs/model/04_train.ipynb #c13bd44a
 def train_curriculum(cfg:RunConfig, # shared settings (epochs, batch size, sizes, seed, device)
                      data_dir, # cohort folder (gtex/, chexpert/, ixi/)
@@ -189,8 +251,11 @@ def train_curriculum(cfg:RunConfig, # shared settings (epochs, batch size, sizes
                      stages:Sequence[str]=STAGES, # which of 'unimodal', 'naive', 'aligned', 'baselines'
                      callbacks:list|None=None, # extra Lightning callbacks
                      loaders:dict|None=None) -> dict: # image loader overrides (tests)
-    "Run the staged curriculum into `run_dir`; returns {stage: summary}. Reruns resume."
+    "Run the staged curriculum into `run_dir`; returns {stage: summary}. Reruns resume. Data-parallel: every process runs it, the first writes."
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
+    zero = is_global_zero()
+    if not zero:   # another process of a data-parallel run: no bars in the relay or terminal, no second copy of each warning
+        os.environ[PROGRESS_ENV] = 'off'; log.setLevel(logging.ERROR)
     tcfg = train_config_for(cfg, **(train or {}))
     data = CohortData(data_dir, cfg, tcfg, run_dir, loaders)
     mbase = model_config_for(cfg, **{'organs': data.organs, 'n_genes': max(data.n_genes, 1), **(model or {})})
@@ -201,7 +266,7 @@ def train_curriculum(cfg:RunConfig, # shared settings (epochs, batch size, sizes
         diff = [f"{sec}.{k}" for sec in ('run_config', 'train_config', 'model_config') for k in set(rec[sec]) | set(old.get(sec, {}))
                 if rec[sec].get(k) != old.get(sec, {}).get(k)]
         if diff: raise ConfigError(f"{rp}: this run folder was made with other settings ({', '.join(sorted(diff))}); use a new run folder")
-    else: write_json(rec, rp)
+    elif zero: write_json(rec, rp)
     out, uni = {}, {}
     t0 = time.perf_counter()
     for m in data.modalities:
@@ -215,6 +280,8 @@ def train_curriculum(cfg:RunConfig, # shared settings (epochs, batch size, sizes
         if kind not in stages or len(data.modalities) < 1: continue
         mc = mbase.model_copy(update={'kind': kind, 'modalities': data.modalities})
         out[kind] = run_stage(kind, mc, cfg, tcfg, data.ds['train'], data.ds['val'], run_dir, warm_start=warm, callbacks=callbacks)
-    if 'baselines' in stages: out['baselines'] = fit_baselines(data, run_dir, seed=cfg.seed)
-    write_json({'stages': out, 'train_seconds': round(time.perf_counter() - t0, 2)}, run_dir/'train_summary.json')
+    if 'baselines' in stages and zero: out['baselines'] = fit_baselines(data, run_dir, seed=cfg.seed)
+    if zero: write_json({'stages': out, 'train_seconds': round(time.perf_counter() - t0, 2)}, run_dir/'train_summary.json')
+    _barrier()   # the other processes return when rank 0's files are written
+    if 'baselines' in stages and not zero: out['baselines'] = json.loads((run_dir/'baselines'/'done.json').read_text())
     return out
