@@ -250,3 +250,119 @@ def test_latent_ig_completeness_on_the_organ_age_model():
             gap = (lat(z, o) - lat(b, o)).reshape(-1).numpy()
         assert att.shape == (6, 6) and np.abs(gap).max() > 5e-3
         np.testing.assert_allclose(att.sum(1), gap, rtol=1e-2, atol=2e-4)
+
+
+# ---------------------------------------------------------------- ComBat with the tissue covariate
+def test_combat_with_tissue_covariate_equals_scanpy():
+    import scanpy as sc, anndata as ad
+    from _counts import nb_adata
+    from organage.data.preprocess import combat_correct, log_cpm
+    a = nb_adata(n=90, g=40, seed=11, batches=('x', 'y', 'z'), tissues=('lung', 'brain', 'heart'))
+    L = log_cpm(a.X.astype(float))
+    mine, info = combat_correct(L, a.obs, 'batch', covariates=('tissue',))
+    assert info['covariates'] == ['tissue']
+    # scanpy codes a categorical covariate with every level (patsy '~ 0 + tissue') next to every batch indicator: a singular
+    # design (LinAlgError). Its numeric covariates enter the design as given, so the tissue goes in as 0/1 indicator columns.
+    b = ad.AnnData(L.copy(), obs=a.obs[['batch']].astype('category'))
+    with pytest.raises(np.linalg.LinAlgError):
+        sc.pp.combat(ad.AnnData(L.copy(), obs=a.obs[['batch', 'tissue']].astype('category')), key='batch', covariates=['tissue'], inplace=False)
+    for lev in ('heart', 'lung'): b.obs[f'tissue_{lev}'] = (a.obs.tissue == lev).astype(float).to_numpy()
+    ref = sc.pp.combat(b, key='batch', covariates=['tissue_heart', 'tissue_lung'], inplace=False)
+    np.testing.assert_allclose(mine, ref, rtol=1e-6, atol=1e-8)
+
+@settings(**{**SETTINGS, 'max_examples': 10})
+@given(tissue_eff=hnp.arrays(np.float64, 30, elements=st.floats(-2, 2)), batch_loc=hnp.arrays(np.float64, 30, elements=st.floats(-2, 2)),
+       batch_scale=hnp.arrays(np.float64, 30, elements=st.floats(0.5, 2.0)), share=st.floats(0.65, 0.85))
+def test_combat_removes_a_known_batch_effect_and_keeps_a_known_tissue_effect(tissue_eff, batch_loc, batch_scale, share):
+    """Log-scale data = gene mean + tissue effect + batch shift and scale, with tissue and batch correlated (batch b mostly
+    brain). After ComBat with the tissue covariate, OLS on [1, brain, batch b] recovers the tissue effect and ~0 batch effect."""
+    from organage.data.preprocess import combat_correct
+    rng = np.random.default_rng(0); n, g = 240, 30
+    batch = np.repeat(['a', 'b'], n // 2)
+    brain = np.where(batch == 'b', rng.random(n) < share, rng.random(n) > share)
+    noise = rng.normal(0, 0.5, (n, g))
+    X = 5 + brain[:, None] * tissue_eff + (batch == 'b')[:, None] * batch_loc + np.where((batch == 'b')[:, None], batch_scale, 1.0) * noise
+    obs = pd.DataFrame(dict(batch=batch, tissue=np.where(brain, 'brain', 'lung')))
+    Y, info = combat_correct(X, obs, 'batch', covariates=('tissue',))
+    D = np.c_[np.ones(n), brain, batch == 'b'].astype(float)
+    coef = np.linalg.lstsq(D, Y, rcond=None)[0]
+    assert np.abs(coef[1] - tissue_eff).max() < 0.35 and np.median(np.abs(coef[1] - tissue_eff)) < 0.12
+    assert np.abs(coef[2]).max() < 0.35 and np.median(np.abs(coef[2])) < 0.12
+    raw = np.linalg.lstsq(D, X, rcond=None)[0]
+    ok = np.abs(batch_loc) > 0.5                                     # the test sees a real batch effect there
+    if ok.any(): assert np.median(np.abs(raw[2][ok])) > 0.4
+    sd_ratio = (Y - D[:, :2] @ coef[:2])[batch == 'b'].std(0) / (Y - D[:, :2] @ coef[:2])[batch == 'a'].std(0)
+    assert np.median(np.abs(np.log(sd_ratio))) < 0.2
+
+
+# ---------------------------------------------------------------- VST with default subsampling and design
+def test_vst_default_subsample_and_design_equal_pydeseq2():
+    "Defaults (200 seeded training samples, design ~tissue): the trend is pydeseq2's vst_fit(use_design=True) on those rows."
+    import warnings
+    from pydeseq2.dds import DeseqDataSet
+    from _counts import nb_adata
+    from organage.data.preprocess import ExpressionPreprocessor
+    a = nb_adata(n=260, g=120, seed=12, batches=('b1',), tissues=('lung', 'brain'))
+    p = ExpressionPreprocessor(method='vst', min_cpm=0, min_frac=0).fit(a)
+    assert p.vst_max_samples == 200 and p.vst_design == 'tissue' and p.vst_design_used_ == '~tissue'
+    rows = np.sort(np.random.default_rng(p.seed).choice(260, 200, replace=False))
+    X = a.X[rows].astype(np.int64); keep = X.sum(0) > 0
+    meta = pd.DataFrame(dict(tissue=a.obs.tissue.to_numpy()[rows]), index=[f's{i}' for i in rows])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        dds = DeseqDataSet(counts=pd.DataFrame(X[:, keep], index=meta.index, columns=np.asarray(a.var_names)[keep]),
+                           metadata=meta, design='~tissue', quiet=True, n_cpus=1)
+        dds.vst_fit(use_design=True)
+    assert p.vst_used_ == dds.vst_fit_type == 'parametric'
+    np.testing.assert_allclose(p.vst_trend_, dds.uns['vst_trend_coeffs'], rtol=1e-6)
+    # the design matters on these counts (tissue programmes), so a dropped design would be seen
+    p0 = ExpressionPreprocessor(method='vst', min_cpm=0, min_frac=0, vst_design=None).fit(a)
+    assert p0.vst_design_used_ == '~1' and not np.allclose(p0.vst_trend_, p.vst_trend_, rtol=1e-3)
+
+
+# ---------------------------------------------------------------- Otsu threshold
+def _between_class_variance(a, t):
+    lo, hi = a[a <= t], a[a > t]
+    if len(lo) == 0 or len(hi) == 0: return 0.0
+    return len(lo) * len(hi) / len(a)**2 * (lo.mean() - hi.mean())**2
+
+@settings(**SETTINGS)
+@given(lo=st.lists(st.floats(0, 40, allow_nan=False), min_size=20, max_size=300),
+       hi=st.lists(st.floats(60, 100, allow_nan=False), min_size=20, max_size=300), gap=st.floats(0, 150))
+def test_otsu_maximises_between_class_variance_and_agrees_with_simpleitk(lo, hi, gap):
+    "Against a brute-force maximiser over every cut of the raw values (within a bin) and SimpleITK's Otsu filter."
+    import SimpleITK as sitk
+    from organage.data.preprocess import otsu_threshold
+    a = np.r_[lo, np.array(hi) + gap]
+    assume(np.unique(a).size > 10)
+    t = otsu_threshold(a)
+    cuts = np.unique(a)[:-1]
+    best = max(_between_class_variance(a, c) for c in cuts)
+    width = np.ptp(a) / 128
+    # the threshold is within one histogram bin of a (near-)optimal cut of the raw values. (It is the centre of the last
+    # bin of the lower class, as in skimage.filters.threshold_otsu, so `a > t` can move that bin's upper half across.)
+    near = [c for c in cuts if abs(c - t) <= width] + [t]
+    assert max(_between_class_variance(a, c) for c in near) >= 0.97 * best
+    f = sitk.OtsuThresholdImageFilter(); f.SetNumberOfHistogramBins(128); f.SetInsideValue(0); f.SetOutsideValue(1)
+    f.Execute(sitk.GetImageFromArray(a.astype(np.float64)[None, None]))
+    assert abs(t - f.GetThreshold()) <= 1.5 * width
+
+
+# ---------------------------------------------------------------- registration to the MNI template
+@pytest.mark.slow
+def test_mni_registration_recovers_a_known_affine():
+    "The MNI template moved by a known 12-dof affine, written with the template's grid affine, registers back onto it."
+    import SimpleITK as sitk
+    from organage.data.preprocess import mni_template, register_to_template, _sitk_image
+    t1, mask, aff = mni_template(32)
+    fixed = _sitk_image(t1, aff)
+    true = sitk.AffineTransform(3)
+    R = np.array(sitk.Euler3DTransform((0, 0, 0), 0.08, -0.06, 0.1).GetMatrix()).reshape(3, 3)
+    true.SetMatrix((R @ np.diag([0.93, 1.06, 1.04])).ravel().tolist()); true.SetTranslation((8.0, -6.0, 10.0))
+    true.SetCenter(fixed.TransformContinuousIndexToPhysicalPoint([15.5] * 3))
+    moved = sitk.GetArrayFromImage(sitk.Resample(fixed, fixed, true, sitk.sitkLinear, 0.0)).transpose(2, 1, 0).astype(np.float32)
+    reg = register_to_template((moved, aff), size=32, iterations=200)
+    c = lambda v: np.corrcoef(v[mask], t1[mask])[0, 1]
+    err = lambda v: np.abs(v - t1)[mask].mean() / t1[mask].mean()
+    assert c(moved) < 0.8 and c(reg) > 0.97, (c(moved), c(reg))
+    assert err(reg) < 0.1 < err(moved), (err(reg), err(moved))
