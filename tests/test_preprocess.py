@@ -132,7 +132,7 @@ def test_on_a_simulated_cohort_age_signal_survives(tmp_path):
     "VST + ComBat fitted on train keeps the lung age signal: ridge on train predicts test bio age well."
     from sklearn.linear_model import RidgeCV
     from organage.data.synth import simulate_cohort
-    cohort = pytest.importorskip('organage.data.cohort')
+    import organage.data.cohort as cohort
     from organage.data.splits import split_subjects, assign_splits
     root = simulate_cohort(tmp_path/'c', subjects=400, n_genes=1000, image_size=16, volume_size=16, paired_fraction=0.2, seed=4,
                            cohort_shares=(1.0, 0.0, 0.0))

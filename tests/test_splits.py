@@ -99,7 +99,7 @@ def test_site_stratification_keeps_site_mix():
 
 def test_linked_subjects_stay_together_in_a_simulated_cohort(tmp_path):
     "A matched person (GTEx donor + CheXpert patient + IXI subject) is one subject after read_cohort; one split."
-    cohort = pytest.importorskip('organage.data.cohort')
+    import organage.data.cohort as cohort
     from organage.data.synth import simulate_cohort
     root = simulate_cohort(tmp_path/'c', subjects=120, n_genes=200, image_size=16, volume_size=16, seed=2)
     d = cohort.read_cohort(root)

@@ -137,6 +137,24 @@ def test_intervals_agree_with_scipy_within_monte_carlo_error(method):
         assert abs(ours.loc[s, 'high'] - ref.confidence_interval.high) < tol, (s, ours.loc[s, 'high'], ref.confidence_interval)
         assert ours.loc[s, 'se'] == pytest.approx(se, rel=0.05)
 
+def test_bca_is_told_apart_from_percentile_on_a_skewed_statistic():
+    """On skewed errors (log-normal, mostly positive, n=80) BCa and percentile bounds differ by several times the Monte-Carlo
+    tolerance: ours (BCa) must match scipy's BCa within it, while the percentile bounds miss it (so this check would fail
+    if `method='bca'` silently answered percentile intervals)."""
+    r = np.random.default_rng(3); n = 80
+    y = r.uniform(20, 80, n); p = y + r.lognormal(1.0, 1.0, n) * r.choice([-1, 1], n, p=[0.2, 0.8])
+    B = 20_000
+    ours = bootstrap_ci(y, p, ('mse', 'rmse', 'mae'), B, method='both', seed=1)
+    for s in ('mse', 'rmse', 'mae'):
+        ref = sps.bootstrap((y, p), _scipy_stat(s), paired=True, vectorized=True, n_resamples=B, batch=2000, method='BCa',
+                            rng=np.random.default_rng(2))
+        tol = 4 * np.sqrt(2) * 2.7 * ref.standard_error / np.sqrt(B) * 1.5      # as in the test above
+        o = ours[ours.statistic == s].set_index('method')
+        lo, hi = ref.confidence_interval.low, ref.confidence_interval.high
+        assert abs(o.loc['bca', 'low'] - lo) < tol and abs(o.loc['bca', 'high'] - hi) < tol, (s, o, ref.confidence_interval, tol)
+        assert max(abs(o.loc['percentile', 'low'] - lo), abs(o.loc['percentile', 'high'] - hi)) > 2.5 * tol, (s, o, tol)
+
+
 def test_bca_acceleration_matches_scipy_exactly_given_replicates():
     """Our closed-form jackknife gives scipy's BCa levels: feed both the same bootstrap distribution."""
     from scipy.stats._resampling import _bca_interval
@@ -183,19 +201,28 @@ def test_more_replicates_shrink_median_spread_on_realistic_data():
     assert (sd[1600] < sd[100]).all()
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(10, 300))
-def test_constant_zero_gap_gives_p_one(n):
-    t = pd.DataFrame(dict(organ='x', age=np.linspace(20, 80, n)))
+@given(st.lists(st.floats(18, 90, allow_nan=False), min_size=10, max_size=300))
+def test_constant_zero_gap_gives_p_one(ages):
+    t = pd.DataFrame(dict(organ='x', age=ages))
     t['mu'] = t.age
-    assert wilcoxon_by_organ(t, split=None).p.item() == 1.0
+    w = wilcoxon_by_organ(t, split=None)
+    assert w.p.item() == 1.0 and w.n.item() == len(ages) and w.n_nonzero.item() == 0
+
+@st.composite
+def _rows_and_permutation(draw):
+    "Ages, gaps (rounded: ties), subject ids (some repeated) and a permutation of the rows, all drawn."
+    rows = draw(st.lists(st.tuples(st.floats(18, 90, allow_nan=False), st.floats(-30, 30, allow_nan=False).map(lambda v: round(v, 1)),
+                                   st.integers(0, 40)), min_size=12, max_size=150))
+    perm = draw(st.permutations(range(len(rows))))
+    return rows, np.array(perm)
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(0, 10_000), st.booleans())
-def test_permuting_rows_changes_nothing(seed, grouped):
-    r = np.random.default_rng(seed)
-    n = int(r.integers(12, 150)); y = r.uniform(18, 90, n); p = y + np.round(r.normal(0, 8, n), 1)
-    g = r.integers(0, max(2, n // 3), n) if grouped else None
-    perm = r.permutation(n)
+@given(_rows_and_permutation(), st.booleans(), st.integers(0, 2**32))
+def test_permuting_rows_changes_nothing(rows_perm, grouped, seed):
+    rows, perm = rows_perm; n = len(rows)
+    y = np.array([v[0] for v in rows]); p = y + np.array([v[1] for v in rows])
+    g = np.array([v[2] for v in rows]) if grouped else None
+    assume(g is None or len(np.unique(g)) >= 2)
     a = bootstrap_ci(y, p, STATS, 200, method='both', seed=seed, groups=g)
     b = bootstrap_ci(y[perm], p[perm], STATS, 200, method='both', seed=seed, groups=None if g is None else g[perm])
     pd.testing.assert_frame_equal(a, b, rtol=1e-10)

@@ -204,7 +204,7 @@ def test_radiograph_lungs_darker_and_hearts_wider_with_age():
 
 
 def test_round_trip_through_the_loaders(cohort):
-    cohort_mod = pytest.importorskip('organage.data.cohort')
+    import organage.data.cohort as cohort_mod
     d = cohort_mod.read_cohort(cohort)
     assert set(d) == {'rna', 'xray', 'mri'}
     links = pd.read_csv(cohort/'subject_links.csv'); people = pd.read_csv(cohort/'subjects.csv')
@@ -237,7 +237,7 @@ def test_a_cohort_without_some_modalities(tmp_path):
 
 
 def test_exact_gtex_ages_for_protected_access_users(cohort):
-    gtex = pytest.importorskip('organage.data.gtex')
+    import organage.data.gtex as gtex
     a = gtex.read_gtex(cohort/'gtex', exact_ages=cohort/'gtex_exact_ages.csv')
     people = pd.read_csv(cohort/'subjects.csv').set_index('subject_id')
     links = pd.read_csv(cohort/'subject_links.csv').dropna(subset=['gtex_id']).set_index('gtex_id').subject_id
@@ -255,7 +255,7 @@ def test_same_files_whatever_n_jobs(tmp_path):
 def test_messy_cohort_exercises_the_drop_rules(tmp_path):
     "messy=True injects real-release imperfections; the loaders drop them with counts, never silently."
     import json
-    cohort = pytest.importorskip('organage.data.cohort')
+    import organage.data.cohort as cohort
     root = simulate_cohort(tmp_path/'m', subjects=200, n_genes=200, image_size=16, volume_size=16, messy=True, seed=2)
     mess = json.loads((root/'simulation.json').read_text())['imperfections']
     assert set(mess) == {'gtex_samples_without_expression', 'chexpert_sex_unknown', 'ixi_age_missing', 'ixi_images_without_sheet_row',
