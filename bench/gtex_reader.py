@@ -194,8 +194,9 @@ def main():
         if size == 'SxG': path = gct
         else:
             n_s, n_g = map(int, size.lower().split('x'))
-            (tmp/'speed').mkdir(exist_ok=True)  # not beside the memory cases' file: read_gtex reads every GCT of its folder
-            path = tmp/'speed'/f'bench_{n_s}x{n_g}_gene_reads.gct'
+            sdir = tmp.parent/(tmp.name + '-speed')  # not under the memory cases' folder: read_gtex finds every GCT below it
+            sdir.mkdir(exist_ok=True)
+            path = sdir/f'bench_{n_s}x{n_g}_gene_reads.gct'
             if not path.exists(): write_gct(path, n_s, n_g)
         sp = measure_speed(path, a.repeats)
         sp['samples'], sp['genes'] = (S, G) if size == 'SxG' else (n_s, n_g)
@@ -238,7 +239,7 @@ def main():
     ax.legend(fontsize=8, loc='upper left')
     save_figure(fig, OUT/'gtex_reader.png')
     shutil.rmtree(gz.parent)
-    if not a.keep: shutil.rmtree(tmp)
+    if not a.keep: shutil.rmtree(tmp); shutil.rmtree(tmp.parent/(tmp.name + '-speed'), ignore_errors=True)
     print(json.dumps(res['headline']))
 
 
