@@ -6,6 +6,7 @@
 from __future__ import annotations
 import gzip, io, re, csv, zlib, logging, contextlib
 from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 import numpy as np
@@ -161,18 +162,66 @@ def _locate_bad_value(hdr, lines, line_nos, cols, err):
     raise DataError('expression values could not be parsed', path=hdr.path,
                     where=f'lines {line_nos[0]}-{line_nos[-1]}', expected='numbers', found=str(err))
 
-def _parse_batch(hdr, lines, line_nos, cols) -> np.ndarray:
+def _parse_batch(hdr, lines, line_nos, cols, arrow=None) -> np.ndarray:
     if not len(cols): return np.empty((len(lines), 0), np.float32)
-    try: v = np.loadtxt(lines, delimiter='\t', usecols=[int(c) + 2 for c in cols], dtype=np.float32, comments=None,
-                        ndmin=2, quotechar=None, encoding=None)
-    except (ValueError, TypeError) as e: _locate_bad_value(hdr, lines, line_nos, cols, e)
-    bad = ~(np.isfinite(v) & (v >= 0))
-    if bad.any():
+    v = None if arrow is None else arrow.parse(lines)
+    if v is None:  # numpy's loadtxt: the reference parser, and the one that says which value is wrong
+      try: v = np.loadtxt(lines, delimiter='\t', usecols=[int(c) + 2 for c in cols], dtype=np.float32, comments=None,
+                          ndmin=2, quotechar=None, encoding=None)
+      except (ValueError, TypeError) as e: _locate_bad_value(hdr, lines, line_nos, cols, e)
+    if v.size and not (v.min() >= 0 and v.max() < np.inf):  # two reductions; NaN fails the first
+        bad = ~(np.isfinite(v) & (v >= 0))
         i, j = map(int, np.argwhere(bad)[0])
         raise DataError('expression value is not a finite non-negative number', path=hdr.path,
                         where=f'line {line_nos[i]}, column {cols[j] + 3} (sample {hdr.samples[cols[j]]})',
                         expected='a count or TPM >= 0', found=repr(float(v[i, j])))
     return v
+
+# %% ../../nbs/data/01_gtex.ipynb #a7c0e002
+_ENGINES = ('auto', 'pyarrow', 'numpy')
+
+def _pyarrow_csv():
+    try:
+        import pyarrow, pyarrow.csv
+        return pyarrow
+    except ImportError: return None
+
+class _ArrowBatches:
+    "Parse batches of GCT data lines (bytes) with pyarrow: the `cols` sample columns as float32, or None when refused."
+    def __init__(self, pa, n_fields:int, cols):
+        self.pa, self.csv = pa, pa.csv
+        names = [str(i) for i in range(n_fields)]
+        want = [names[int(c) + 2] for c in cols]
+        self.parse_opts = self.csv.ParseOptions(delimiter='\t', quote_char=False, double_quote=False, escape_char=False,
+                                                newlines_in_values=False, ignore_empty_lines=True)
+        self.convert_opts = self.csv.ConvertOptions(include_columns=want, column_types={c: pa.float64() for c in want},
+                                                    null_values=[], strings_can_be_null=False,
+                                                    quoted_strings_can_be_null=False, check_utf8=False)
+        self.names, self.k, self.threads = names, len(want), max(1, pa.cpu_count())
+    def parse(self, lines) -> np.ndarray|None:
+        data = b''.join(lines)
+        longest = max(map(len, lines))
+        # blocks are parsed in parallel; each must hold a whole row
+        block = max(2 * longest + 4096, min(1 << 20, len(data) // self.threads + 1))
+        ro = self.csv.ReadOptions(column_names=self.names, block_size=block, use_threads=True)
+        try: t = self.csv.read_csv(self.pa.py_buffer(data), read_options=ro, parse_options=self.parse_opts,
+                                   convert_options=self.convert_opts)
+        except (self.pa.ArrowException, ValueError): return None
+        # no nulls possible: no null markers, and an empty field is refused as a number
+        if t.num_rows != len(lines) or t.num_columns != self.k: return None
+        v = np.empty((t.num_rows, self.k), np.float32)
+        for j, c in enumerate(t.columns): v[:, j] = c.to_numpy()  # float64 -> float32, as loadtxt rounds
+        return v
+
+def _arrow_for(hdr, cols, engine):
+    "The pyarrow batch parser for this file and selection, or None for numpy's loadtxt."
+    if engine not in _ENGINES: raise ValueError(f"engine must be one of {', '.join(_ENGINES)}; got {engine!r}")
+    if engine == 'numpy' or not len(cols): return None
+    pa = _pyarrow_csv()
+    if pa is None:
+        if engine == 'pyarrow': raise ImportError("engine='pyarrow' needs the pyarrow package (pip install pyarrow)")
+        return None
+    return _ArrowBatches(pa, hdr.n_samples + 2, cols)
 
 # %% ../../nbs/data/01_gtex.ipynb #c8c997d8
 def _gzip_intact(path) -> bool:
@@ -183,9 +232,13 @@ def _gzip_intact(path) -> bool:
         return True
     except (EOFError, zlib.error, gzip.BadGzipFile): return False
 
-def _stream_gct(hdr:GCTHeader, cols:np.ndarray, keep, out:_Matrix|None, col0:int, chunk_bytes:int):
+def _stream_gct(hdr:GCTHeader, cols:np.ndarray, keep, out:_Matrix|None, col0:int, chunk_bytes:int, engine:str='auto'):
     "Fill `out[:, col0:col0+len(cols)]` with the wanted gene rows; return their (names, descriptions)."
-    try: return _stream_gct_body(hdr, cols, keep, out, col0, chunk_bytes)
+    arrow = _arrow_for(hdr, cols, engine)
+    try:
+        if arrow is None: return _stream_gct_body(hdr, cols, keep, out, col0, chunk_bytes, None, None)
+        with ThreadPoolExecutor(1, thread_name_prefix='organage-gct') as pool:
+            return _stream_gct_body(hdr, cols, keep, out, col0, chunk_bytes, arrow, pool)
     except DataError as e:
         # a damaged gzip stream can inflate to plausible-looking garbage that fails a later check; name the real cause
         msg = str(e).removeprefix(f'{hdr.path}: ')
@@ -195,44 +248,55 @@ def _stream_gct(hdr:GCTHeader, cols:np.ndarray, keep, out:_Matrix|None, col0:int
                             found='damaged data, ' + msg) from None
         raise
 
-def _stream_gct_body(hdr, cols, keep, out, col0, chunk_bytes):
+def _stream_gct_body(hdr, cols, keep, out, col0, chunk_bytes, arrow=None, pool=None):
     names, descs, rows_seen, line_no = [], [], 0, 3
     batch, batch_ln, batch_bytes, row0 = [], [], 0, 0
     n_fields = hdr.n_samples + 2
-    def flush():
-        nonlocal batch, batch_ln, batch_bytes, row0
-        if not batch: return
-        v = _parse_batch(hdr, batch, batch_ln, cols)
+    pending = None  # with a pool: the batch being parsed while the next one is read
+    def store(batch, batch_ln, row0):
+        v = _parse_batch(hdr, batch, batch_ln, cols, arrow)
         if out is not None:
             if col0 == 0: out.room(len(batch)); out.n += len(batch)
             elif row0 + len(batch) > out.n:
                 raise DataError('GCT files list different genes', path=hdr.path, where=f'line {batch_ln[0]}',
                                 expected=f'the same {out.n} gene rows as the first GCT file', found='more rows')
             out.a[row0:row0 + len(batch), col0:col0 + len(cols)] = v
+    def wait():  # one batch in flight at most: its errors surface before anything read after it
+        nonlocal pending
+        if pending is not None: p, pending = pending, None; p.result()
+    def flush():
+        nonlocal batch, batch_ln, batch_bytes, row0, pending
+        if not batch: return
+        if pool is None: store(batch, batch_ln, row0)
+        else: wait(); pending = pool.submit(store, batch, batch_ln, row0)
         row0 += len(batch); batch, batch_ln, batch_bytes = [], [], 0
-    with _open_bytes(hdr.path) as f, _decode_errors(hdr.path, lambda: f'line {line_no + 1} (after {rows_seen} data rows)'):
-        for _ in range(3): f.readline()
-        last = b'\n'
-        for line in f:
-            line_no += 1; last = line
-            if not line.strip(): continue
-            k = line.count(b'\t') + 1
-            if k != n_fields:
-                cut = '' if line.endswith(b'\n') else ' (the file ends inside this row: truncated?)'
-                raise DataError('data row has the wrong number of fields' + cut, path=hdr.path, where=f'line {line_no}',
-                                expected=f'{n_fields} tab-separated fields (Name, Description, {hdr.n_samples} samples)',
-                                found=f'{k} fields')
-            rows_seen += 1
-            if rows_seen > hdr.n_genes:
-                raise DataError('more data rows than the dimension line says', path=hdr.path, where=f'line {line_no}',
-                                expected=f'{hdr.n_genes} data rows (line 2)', found=f'at least {rows_seen}')
-            name, desc, _ = line.split(b'\t', 2)
-            name = name.decode('utf-8', 'replace').strip()
-            if keep is not None and not keep(name): continue
-            names.append(name); descs.append(desc.decode('utf-8', 'replace').strip())
-            batch.append(line); batch_ln.append(line_no); batch_bytes += len(line)
-            if batch_bytes >= chunk_bytes: flush()
-        flush()
+    try:
+        with _open_bytes(hdr.path) as f, _decode_errors(hdr.path, lambda: f'line {line_no + 1} (after {rows_seen} data rows)'):
+            for _ in range(3): f.readline()
+            last = b'\n'
+            for line in f:
+                line_no += 1; last = line
+                if not line.strip(): continue
+                k = line.count(b'\t') + 1
+                if k != n_fields:
+                    cut = '' if line.endswith(b'\n') else ' (the file ends inside this row: truncated?)'
+                    raise DataError('data row has the wrong number of fields' + cut, path=hdr.path, where=f'line {line_no}',
+                                    expected=f'{n_fields} tab-separated fields (Name, Description, {hdr.n_samples} samples)',
+                                    found=f'{k} fields')
+                rows_seen += 1
+                if rows_seen > hdr.n_genes:
+                    raise DataError('more data rows than the dimension line says', path=hdr.path, where=f'line {line_no}',
+                                    expected=f'{hdr.n_genes} data rows (line 2)', found=f'at least {rows_seen}')
+                name, desc, _ = line.split(b'\t', 2)
+                name = name.decode('utf-8', 'replace').strip()
+                if keep is not None and not keep(name): continue
+                names.append(name); descs.append(desc.decode('utf-8', 'replace').strip())
+                batch.append(line); batch_ln.append(line_no); batch_bytes += len(line)
+                if batch_bytes >= chunk_bytes: flush()
+            flush(); wait()
+    except BaseException:
+        wait()  # an error in an earlier batch, still being parsed, is the one to report (as without the overlap)
+        raise
     if rows_seen != hdr.n_genes:
         raise DataError('fewer data rows than the dimension line says (truncated?)', path=hdr.path,
                         where=f'line 2 vs end of file at line {line_no}', expected=f'{hdr.n_genes} data rows',
@@ -266,6 +330,7 @@ def read_gct(path:str|Path, # a GCT 1.2 file, `.gct` or `.gct.gz`
              samples:Sequence[str]|None=None, # sample ids to keep (default: all)
              genes:Sequence[str]|None=None, # gene ids (`Name`) to keep (default: all)
              chunksize:int|None=None, # lines per parse batch (default: about 4 MB of text)
+             engine:str='auto', # number parser: 'pyarrow' (multithreaded), 'numpy' (loadtxt), 'auto': pyarrow when installed
             ):
     "Stream a GCT 1.2 expression file into an AnnData (samples x genes, float32), reading only what is selected."
     import anndata as ad
@@ -273,7 +338,7 @@ def read_gct(path:str|Path, # a GCT 1.2 file, `.gct` or `.gct.gz`
     cols = _sample_cols(hdr, samples)
     keep, want = _gene_filter(genes)
     out = _Matrix(hdr.n_genes if keep is None else min(hdr.n_genes, len(want)), len(cols))
-    names, descs = _stream_gct(hdr, cols, keep, out, 0, _chunk_bytes(hdr, chunksize))
+    names, descs = _stream_gct(hdr, cols, keep, out, 0, _chunk_bytes(hdr, chunksize), engine)
     _unique_genes(hdr.path, names)
     if keep is not None: _report_missing_genes(hdr.path, want, names)
     X = out.final().T
@@ -487,6 +552,7 @@ def read_gtex(folder:str|Path, # folder with GCT file(s) and the two GTEx annota
               exact_ages:str|Path|pd.DataFrame|None=None, # protected SUBJID + AGE (years) file or table
               gct:Sequence[str|Path]|str|Path|None=None, # GCT file(s) to read instead of finding them in `folder`
               chunksize:int|None=None, # lines per GCT parse batch (default ~4 MB of text)
+              engine:str='auto', # GCT number parser: 'pyarrow', 'numpy' (loadtxt), 'auto' (pyarrow when installed)
               load_values:bool=True, # False: parse and check every value but keep none (X has 0 columns); for check_data
               keep_missing_age:bool=False, # keep samples of donors without a usable age (age NaN), for prediction; training refuses them
              ):
@@ -528,7 +594,7 @@ def read_gtex(folder:str|Path, # folder with GCT file(s) and the two GTEx annota
         if out is None: out = _Matrix(h.n_genes if keep is None else min(h.n_genes, len(want)), n)
         if not load_values: cols_h = cols; out_h = None  # values are parsed (and checked) batch by batch, then let go
         else: out_h = out if (col0 == 0 or len(cols)) else None
-        names, descs = _stream_gct(h, cols, keep, out_h, col0, _chunk_bytes(h, chunksize))
+        names, descs = _stream_gct(h, cols, keep, out_h, col0, _chunk_bytes(h, chunksize), engine)
         if names0 is None: names0, descs0 = names, descs; _unique_genes(h.path, names)
         elif names != names0:
             raise DataError('GCT files list different genes', path=h.path, where='Name column',
