@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= quick
 JOBS ?= 2
 
-.PHONY: install browser reproduce test sync-check clean-check nbtest pytest docs lab bench export clean
+.PHONY: install browser reproduce test sync-check clean-check nbtest pytest docs lab bench bench-scale bench-gpu mutation export clean
 
 install: $(STAMP)
 
@@ -74,10 +74,27 @@ docs: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=. $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
-## Benchmarks (speed, memory) into reports/bench/.
+## Benchmarks (speed, memory) into reports/bench/, at short default sizes (bench-scale: paper-sized cohorts; bench-gpu: the full profile, about an hour of one GPU).
 bench: $(STAMP)
 	@mkdir -p reports/bench
-	@for b in bench/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in $(filter-out bench/gpu_full.py,$(sort $(wildcard bench/[!_]*.py))); do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+## The cost curve at 1,200 / 6,000 / 30,000 subjects (SCALE="1200 6000 12000" to choose) and streaming at 10k-50k radiographs.
+SCALE ?=
+bench-scale: $(STAMP)
+	@mkdir -p reports/bench
+	$(BIN)/python bench/streaming.py --scale
+	$(BIN)/python bench/scale.py $(if $(SCALE),--sizes $(SCALE),--scale)
+
+## organage's full profile on a CUDA GPU (sized to about an hour; GPU_SUBJECTS=N to choose); without a GPU it records that and exits 0.
+bench-gpu: $(STAMP)
+	@mkdir -p reports/bench
+	$(BIN)/python bench/gpu_full.py
+
+## Mutation score of the statistics, calibration and split modules (minutes to hours; outside make test).
+mutation: $(STAMP)
+	@mkdir -p reports/bench
+	$(BIN)/python bench/mutation.py
 
 clean:
 	rm -rf _docs _proc reports/quick reports/full reports/bench
