@@ -17,7 +17,7 @@ def test_organ_gap_is_named_gap_and_equals_pred_minus_age():
 
 
 def test_organ_zscores_requires_sigma():
-    # kills x_organ_zscores__mutmut_14/16 (sigma=True dropped from the input check): the intervals scale by sigma,
+    # kills x_organ_zscores__mutmut_14/25 (sigma=True turned to None/False from the input check): the intervals scale by sigma,
     # so a table without a valid sigma must be refused with a DataError naming the column
     t = simulate_predictions(n=600, seed=2)
     c = fit_bias_correction(t).apply(t); ic = fit_intervals(c)
