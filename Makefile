@@ -94,7 +94,7 @@ bench-gpu: $(STAMP)
 ## Mutation score of the statistics, calibration and split modules (minutes to hours; outside make test).
 mutation: $(STAMP)
 	@mkdir -p reports/bench
-	$(BIN)/python bench/mutation.py
+	$(BIN)/python bench/_mutation.py --jobs 2
 
 clean:
 	rm -rf _docs _proc reports/quick reports/full reports/bench
