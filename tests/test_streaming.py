@@ -117,6 +117,20 @@ def test_key_changes(xr, tmp_path):
     assert len(cache_files(cache)) == 8
 
 
+def test_key_follows_the_decoding_code_and_libraries(xr, monkeypatch):
+    "An upgrade of an imaging library or an edit of organage's decoding modules is another key: the settings alone do not say how a file became pixels."
+    import organage.core, organage.data.datasets as dsm
+    chain, paths = image_transforms(16, 8)['xray'], list(xr.obs.path)
+    k, inputs = pixel_cache_key('xray', paths, counting, chain)
+    assert set(inputs['code']['source']) == set(dsm.DECODING_MODULES) and inputs['code']['packages']['monai']
+    real = organage.core.package_versions
+    monkeypatch.setattr(organage.core, 'package_versions', lambda names: {**real(names), 'monai': '0.0.1'})
+    assert pixel_cache_key('xray', paths, counting, chain)[0] != k
+    monkeypatch.setattr(organage.core, 'package_versions', real)
+    monkeypatch.setattr(dsm, 'DECODING_MODULES', dsm.DECODING_MODULES[:-1])
+    assert pixel_cache_key('xray', paths, counting, chain)[0] != k
+
+
 def test_unreadable_reported_on_build_and_reuse(xr, tmp_path):
     cache = tmp_path/'cache'
     for build in (True, False):

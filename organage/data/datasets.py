@@ -21,8 +21,9 @@ from .preprocess import image_transforms, PixelStandardize
 log = logging.getLogger('organage')
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_LOADERS', 'SEX_CODES', 'OBS_FIELDS', 'CACHE_FORMAT', 'resize_image', 'observation_table',
-           'pixel_cache_key', 'PixelCache', 'SubjectDataset', 'SubjectView', 'collate_subjects']
+__all__ = ['log', 'DEFAULT_LOADERS', 'SEX_CODES', 'OBS_FIELDS', 'CACHE_FORMAT', 'DECODING_MODULES', 'DECODING_PACKAGES',
+           'resize_image', 'observation_table', 'pixel_cache_key', 'PixelCache', 'SubjectDataset', 'SubjectView',
+           'collate_subjects']
 
 # %% ../../nbs/data/08_datasets.ipynb #0006
 DEFAULT_LOADERS = {'xray': 'organage.data.chexpert:load_radiograph', 'mri': 'organage.data.ixi:load_volume'}
@@ -168,6 +169,15 @@ def _describe(obj, _seen=None, _depth=0):
     else: d['repr'] = re.sub(r' at 0x[0-9a-fA-F]+', '', repr(obj))
     return d
 
+DECODING_MODULES = ('organage.data.preprocess', 'organage.data.datasets', 'organage.data.chexpert', 'organage.data.ixi', 'organage.data.loading')
+DECODING_PACKAGES = ('torch', 'monai', 'numpy', 'pillow', 'nibabel', 'SimpleITK', 'nilearn', 'scipy')
+
+def _decoding_code() -> dict:
+    "What turns a file into pixels besides the settings: the source of organage's decoding modules and the versions of the imaging libraries (an edit or an upgrade is another key)."
+    from organage.core import package_versions
+    src = {m: hashlib.sha256(Path(importlib.import_module(m).__file__).read_bytes()).hexdigest()[:16] for m in DECODING_MODULES}
+    return dict(source=src, packages=package_versions(DECODING_PACKAGES))
+
 def pixel_cache_key(modality:str, paths:Sequence[str], # every image path of the modality, in AnnData row order
                     load:Callable, transform:Callable) -> tuple[str, dict]:
     "(key, inputs): the hash of the loader, the transform chain's settings and every path with its size and mtime; a change of any of them is another key."
@@ -176,7 +186,7 @@ def pixel_cache_key(modality:str, paths:Sequence[str], # every image path of the
         try: st = os.stat(p); h.update(f'{p}\t{st.st_size}\t{st.st_mtime_ns}\n'.encode())
         except OSError: h.update(f'{p}\tmissing\n'.encode())   # the build finds it unreadable; when it appears, the key changes
     inputs = dict(format=CACHE_FORMAT, modality=modality, loader=_describe(load), transform=_describe(transform),
-                  n_images=len(paths), paths_sha256=h.hexdigest())
+                  n_images=len(paths), paths_sha256=h.hexdigest(), code=_decoding_code())
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:20], inputs
 
 def _decoded(decode:Callable, paths:Sequence[str], workers:int, chunk:int=256):

@@ -237,11 +237,6 @@ def _run_record(cfg, tcfg, mcfg, data_dir) -> dict:
     t = {k: v for k, v in tcfg.model_dump().items() if k not in ('devices', 'num_nodes', 'strategy', 'progress', 'cache_gb')}
     return {'run_config': keep, 'train_config': t, 'model_config': mcfg.model_dump(), 'data_dir': '<in memory>' if isinstance(data_dir, dict) else str(Path(data_dir).resolve())}
 
-# %% ../../nbs/model/04_train.ipynb #ddp1a04
-def _barrier():
-    "Wait for every process of a data-parallel run (nothing to wait for in a single-process one)."
-    if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.barrier()
-
 # %% ../../nbs/model/04_train.ipynb #c13bd44a
 def train_curriculum(cfg:RunConfig, # shared settings (epochs, batch size, sizes, seed, device)
                      data_dir, # cohort folder (gtex/, chexpert/, ixi/)
@@ -282,6 +277,5 @@ def train_curriculum(cfg:RunConfig, # shared settings (epochs, batch size, sizes
         out[kind] = run_stage(kind, mc, cfg, tcfg, data.ds['train'], data.ds['val'], run_dir, warm_start=warm, callbacks=callbacks)
     if 'baselines' in stages and zero: out['baselines'] = fit_baselines(data, run_dir, seed=cfg.seed)
     if zero: write_json({'stages': out, 'train_seconds': round(time.perf_counter() - t0, 2)}, run_dir/'train_summary.json')
-    _barrier()   # the other processes return when rank 0's files are written
-    if 'baselines' in stages and not zero: out['baselines'] = json.loads((run_dir/'baselines'/'done.json').read_text())
+    # no barrier here: the other processes are done after the last stage's barrier, and rank 0's baselines can outlast a collective's timeout (30 minutes)
     return out
