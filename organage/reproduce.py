@@ -96,7 +96,10 @@ def run_notebook(nb:Path, out_dir:Path, parameters:dict, kernel_name:str|None=No
         with _quiet('tornado.general', 'tornado.application'):
             pm.execute_notebook(str(nb), str(partial), parameters=parameters, kernel_name=kernel_name,
                                 progress_bar=dict(desc=f'  {nb.stem}', position=1, leave=False) if progress else False,
-                                cwd=str(out_dir),
+                                # the kernel starts in out_dir (nbclient's resources path), not through papermill's cwd=, which
+                                # os.chdir()s the whole process for the notebook's run: two lanes (threads) restoring each
+                                # other's folder started a kernel in the checkout root (a section's relative paths then failed)
+                                resources={'metadata': {'path': str(Path(out_dir).resolve())}},
                                 # the kernel's own warnings (e.g. "running over TCP without encryption" on loopback)
                                 # would land between the bars; errors still show
                                 extra_arguments=['--IPKernelApp.log_level=ERROR'])

@@ -112,3 +112,19 @@ def test_injected_parameters_show_no_folder_of_the_checkout(tmp_path):
         assert (out/'tables'/'seen.csv').read_text() == 'x\n1\n'
         assert 'tables/seen.csv' in json.loads((out/'manifest.json').read_text())['outputs']
     finally: shutil.rmtree(work)
+
+
+def test_a_notebook_runs_in_its_folder_without_moving_the_process(tmp_path):
+    "Two lanes run notebooks from two threads of one process: the kernel starts in the output folder, and the process's own working folder never moves (papermill's cwd= os.chdir()s the process for the whole run, and the lanes restored each other's folder)."
+    import threading, time
+    from organage.reproduce import run_notebook
+    src = notebooks(tmp_path/'src', w="import os, time, pathlib\npathlib.Path('cwd.txt').write_text(os.getcwd())\ntime.sleep(2)")
+    out = tmp_path/'out'
+    before, seen, errors = os.getcwd(), set(), []
+    def run():
+        try: run_notebook(src/'w.ipynb', out, {})
+        except Exception as e: errors.append(e)
+    t = threading.Thread(target=run); t.start()
+    while t.is_alive(): seen.add(os.getcwd()); time.sleep(0.05)
+    assert not errors and seen == {before}
+    assert (out/'cwd.txt').read_text() == str(out.resolve()) and (out/'w.ipynb').is_file()
