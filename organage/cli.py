@@ -33,7 +33,8 @@ def _train_overrides(a) -> dict:
 
 def _config(a, train:bool=False): # train: `TrainConfig` keys of --set are left for `_train_overrides` (organage train)
     from organage.core import load_config
-    ov = [s for s in a.overrides if not train or s.split('=', 1)[0].strip() not in _train_overrides(a)]
+    tk = _train_overrides(a) if train else {}
+    ov = [s for s in a.overrides if s.split('=', 1)[0].strip() not in tk]
     if a.seed is not None: ov.append(f'seed={a.seed}')
     if getattr(a, 'device', None): ov.append(f'device={a.device}')
     return load_config(a.profile, a.config, ov)
@@ -87,7 +88,7 @@ def cmd_train(a):
     from organage.core import parse_overrides
     from organage.model.train import train_curriculum
     kw = {'stages': a.stages} if a.stages else {}
-    if _train_overrides(a): kw['train'] = _train_overrides(a)   # --set devices=2 --set strategy=ddp, lr=..., stage_epochs=...
+    if (tk := _train_overrides(a)): kw['train'] = tk   # --set devices=2 --set strategy=ddp, lr=..., stage_epochs=...
     train_curriculum(cfg, a.data, run, model=parse_overrides(a.model) or None, **kw)
     from organage.core import is_global_zero
     if not is_global_zero(): return   # another process of a data-parallel run (--set devices=N): rank 0 exports and reports
