@@ -159,13 +159,18 @@ def child(code, args, timeout=1800) -> dict:
     return r
 
 
-def measure(n: int, work: Path, log=print) -> dict:
-    "Every step at `n` subjects; returns {step: result}."
+def measure(n: int, work: Path, log=print, timeout: int = 3600) -> dict:
+    "Every step at `n` subjects; returns {step: result}. A step that fails or runs past `timeout` seconds is recorded as failed (NaN)."
     cohort, run, model, pred = work / f'cohort_{n}', work / f'run_{n}', work / f'model_{n}', work / f'pred_{n}'
     out = {}
     def step(name, code, **args):
         la = os.getloadavg()
-        r = child(code, {'n': n, 'cohort': str(cohort), 'run': str(run), **args})
+        try: r = child(code, {'n': n, 'cohort': str(cohort), 'run': str(run), **args}, timeout=timeout)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:   # recorded, and the other steps still run
+            why = f'timed out after {timeout} s' if isinstance(e, subprocess.TimeoutExpired) else str(e).splitlines()[0]
+            out[name] = dict(seconds=float('nan'), peak_rss_mb=float('nan'), child_wall_seconds=float('nan'), failed=why,
+                             load_average_before=[round(x, 2) for x in la])
+            log(f"  {n:>6} {name:<16} FAILED: {why}"); return
         r['load_average_before'] = [round(x, 2) for x in la]
         out[name] = r
         log(f"  {n:>6} {name:<16} {r['seconds']:8.1f} s  {r['peak_rss_mb']:8.0f} MB  (child wall {r['child_wall_seconds']:.1f} s, load {la[0]:.1f})")
@@ -302,6 +307,9 @@ def main(argv=None):
     ap.add_argument('--sizes', type=int, nargs='+', default=None, help='subjects per point (overrides --scale)')
     ap.add_argument('--out', default=str(OUT), help='folder for scale.json, scale.csv, scale.png')
     ap.add_argument('--workdir', default=None, help='where cohorts and runs are written (default: a temporary folder)')
+    ap.add_argument('--step-timeout', type=int, default=3600, help='seconds one step may run before it is recorded as failed')
+    ap.add_argument('--keep', action='store_true', help="keep the sizes already in OUT/scale.json that this run does not measure "
+                                                       "(to re-measure one size on a quieter machine)")
     a = ap.parse_args(argv)
     sizes = sorted(a.sizes or ([1200, 6000, 30000] if a.scale else [600, 1200]))
     import pandas as pd
@@ -311,8 +319,11 @@ def main(argv=None):
         base = child(STARTUP, {})
         print(f"interpreter + torch + organage imports: {base['peak_rss_mb']:.0f} MB")
         results = {}
+        if a.keep and (out / 'scale.json').exists():
+            results = {int(k): v for k, v in json.loads((out / 'scale.json').read_text())['results'].items() if int(k) not in sizes}
+            print('kept from scale.json:', sorted(results))
         for n in sizes:
-            results[n] = measure(n, Path(d))
+            results[n] = measure(n, Path(d), timeout=a.step_timeout)
             res, rows = report(results, base, out, t0, sizes)   # after every size: a run cut short keeps what it measured
     exps = res['exponents']
     if len(results) < 2: print('one size only: no exponent'); return

@@ -302,6 +302,8 @@ def calibrate(preds:pd.DataFrame, # predictions table (contract columns)
              ) -> CalibrationResult:
     "Bias-correct, calibrate intervals, and report coverage and organ z-scores."
     check_predictions(preds, columns=PRED_COLUMNS, sigma=True)
+    # numbers held as text (a CSV read with dtype=str) passed the check; the arithmetic below needs them as floats
+    preds = preds.assign(**{c: pd.to_numeric(preds[c]).astype(float) for c in ('age', 'mu', 'sigma')})
     bc = fit_bias_correction(preds, bias, degree, fit_split, by) if bias else None
     cor = bc.apply(preds) if bc else preds.copy()
     ic = fit_intervals(cor, intervals, tuple(sorted(set(levels) | {0.95})), fit_split, by)

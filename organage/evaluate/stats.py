@@ -495,16 +495,23 @@ def nested_models_table(data:pd.DataFrame, # one row per subject
     "OLS per model with MAE, MSE, R2 and nested-model F-test p-values (statsmodels `anova_lm`)."
     import statsmodels.api as sm
     from statsmodels.stats.anova import anova_lm
-    def design(df, cols):
+    def design(df, cols, where, drop_first=True):
         miss = [c for c in cols + [target] if c not in df.columns]
-        if miss: raise DataError(f"missing column(s) {', '.join(miss)}", where='nested_models_table')
-        X = pd.get_dummies(df[cols], drop_first=True, dtype=float)
-        return sm.add_constant(X, has_constant='add')
+        if miss: raise DataError(f"missing column(s) {', '.join(miss)}", where=f'nested_models_table {where}')
+        return sm.add_constant(pd.get_dummies(df[cols], drop_first=drop_first, dtype=float), has_constant='add')
     fits = {}; rows = []
     for name, cols in models.items():
-        fits[name] = sm.OLS(data[target].astype(float), design(data, list(cols))).fit()
+        X = design(data, list(cols), 'data')
+        fits[name] = sm.OLS(data[target].astype(float), X).fit()
         ev = data if test is None else test
-        Xe = design(ev, list(cols)).reindex(columns=fits[name].model.exog_names, fill_value=0.0)
+        # the evaluation rows are coded with the training levels: every level gets its column, and the training baseline's
+        # (absent from the fit) is dropped by the reindex; coded on its own, a test set without the baseline level would drop
+        # another one and every row of it would be read as the baseline
+        Xe = design(ev, list(cols), 'test' if test is not None else 'data', drop_first=False)
+        unseen = sorted(set(Xe.columns) - set(design(data, list(cols), 'data', drop_first=False).columns))
+        if unseen: raise DataError(f"categories of the test rows not seen in the training rows: {', '.join(unseen[:5])}",
+                                   where=f'nested_models_table model {name!r}', expected='the levels of the training data')
+        Xe = Xe.reindex(columns=fits[name].model.exog_names, fill_value=0.0)
         rows.append(dict(model=name, predictors=' + '.join(cols),
                          **error_metrics(fits[name].predict(Xe).to_numpy(), ev[target], ('mae', 'mse', 'r2'))))
     names = list(models)

@@ -34,6 +34,8 @@ class BaselineConfig(BaseModel):
     min_rows: int = Field(10, ge=2, description='training rows an organ needs for a unimodal baseline')
     min_stack_rows: int = Field(30, ge=3, description='training rows with every modality of a combination before it gets a stacker')
     blas_threads: int | None = Field(1, ge=1, description='BLAS threads while fitting (None: leave as is)')
+    exact_pca_rows: int = Field(3000, ge=2, description='PCA + ridge: up to this many rows the exact Gram-matrix decomposition '
+                                '(cubic in rows); above, seeded randomized SVD (linear in rows)')
 
 # %% ../../nbs/model/06_baselines.ipynb #eebd9f29
 def subject_folds(subjects, # training subject ids (repeats allowed, e.g. one per observation)
@@ -81,15 +83,18 @@ def fit_enet(X, # (n, features) training rows, e.g. preprocessed expression of o
                         alpha_at_path_end=bool(ai in (0, len(path) - 1)), cv_rmse=float(np.sqrt(mse[li, ai].mean())))
 
 # %% ../../nbs/model/06_baselines.ipynb #ce0c8204
-def _pca(k:int):
-    from sklearn.decomposition import KernelPCA
-    return KernelPCA(k, kernel='linear', eigen_solver='dense', remove_zero_eig=True)
+def _pca(k:int, n:int=0, # components; rows it will be fitted on
+         exact_rows:int=3000, seed:int=0): # the exact route up to `exact_rows` rows; the randomized SVD's seed
+    "Linear-kernel `KernelPCA` (exact, n x n Gram matrix) for up to `exact_rows` rows, else seeded randomized `PCA` (Halko et al.)."
+    from sklearn.decomposition import KernelPCA, PCA
+    if n <= exact_rows: return KernelPCA(k, kernel='linear', eigen_solver='dense', remove_zero_eig=True)
+    return PCA(k, svd_solver='randomized', random_state=seed)
 
 def fit_pcr(X, # (n, ...) training images (flattened here)
             y, # ages of the rows
             folds, # subject fold of each row
             cfg:BaselineConfig|None=None,
-            seed:int=0, # unused (the decomposition is exact); kept so every fitter takes the same arguments
+            seed:int=0, # seed of the randomized decomposition (used above `cfg.exact_pca_rows` rows)
            ) -> tuple:
     "Principal components + ridge, both chosen over the subject folds; (fitted Pipeline, out-of-fold predictions, chosen settings)."
     from sklearn.linear_model import Ridge
@@ -101,13 +106,13 @@ def fit_pcr(X, # (n, ...) training images (flattened here)
     ks, alphas = sorted({max(1, min(k, cap)) for k in cfg.components}), list(cfg.ridge_alphas)
     pred = np.empty((len(ks), len(alphas), len(y)))
     for tr, te in cv:
-        pca = _pca(ks[-1]).fit(X[tr])
+        pca = _pca(ks[-1], len(tr), cfg.exact_pca_rows, seed).fit(X[tr])
         ztr, zte = pca.transform(X[tr]), pca.transform(X[te])
         for i, k in enumerate(ks):
             for j, a in enumerate(alphas): pred[i, j, te] = Ridge(alpha=a).fit(ztr[:, :k], y[tr]).predict(zte[:, :k])
     mse = ((pred - y) ** 2).mean(-1)
     i, j = np.unravel_index(int(np.argmin(mse)), mse.shape)
-    model = Pipeline([('pca', _pca(ks[i])), ('ridge', Ridge(alpha=alphas[j]))]).fit(X, y)
+    model = Pipeline([('pca', _pca(ks[i], len(X), cfg.exact_pca_rows, seed)), ('ridge', Ridge(alpha=alphas[j]))]).fit(X, y)
     return model, pred[i, j], dict(components=int(ks[i]), alpha=float(alphas[j]), cv_rmse=float(np.sqrt(mse[i, j])),
                                    components_at_grid_end=bool(i == len(ks) - 1), alpha_at_grid_end=bool(j in (0, len(alphas) - 1)))
 
