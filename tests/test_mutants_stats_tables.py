@@ -193,7 +193,7 @@ def test_nested_models_table_no_comparison_gives_empty_anova():
     for models in ({'big': ['x', 'z'], 'small': ['x']}, {'m1': ['x', 'z'], 'm2': ['z', 'x']}):
         tab = nested_models_table(d, 'age', models)
         assert list(tab.columns) == ['model', 'predictors', 'mae', 'mse', 'r2', 'anova']
-        assert tab.anova.tolist() == ['', '']
+        assert tab['anova'].tolist() == ['', '']
 
 def test_nested_models_table_refuses_pairs_that_are_not_nested():
     # kills x_nested_models_table__mutmut_98 (<=: equal predictor sets accepted),
