@@ -257,7 +257,9 @@ def _refit_baselines(data, settings:dict, mods:list) -> tuple[dict, dict, dict]:
             y = obs.age.to_numpy(float)[rows]
             if name.startswith('enet'):
                 est = ElasticNet(alpha=s['alpha'], l1_ratio=s['l1_ratio'], tol=c['enet_tol'], max_iter=c['enet_max_iter'])
-            else: est = Pipeline([('pca', _pca(s['components'])), ('ridge', Ridge(alpha=s['alpha']))])
+            else:   # the stage's decomposition route for this many rows (runs from before exact_pca_rows existed: always exact)
+                est = Pipeline([('pca', _pca(s['components'], int(rows.sum()), c.get('exact_pca_rows', np.inf), settings.get('seed', 0))),
+                                ('ridge', Ridge(alpha=s['alpha']))])
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', ConvergenceWarning)
                 models[name][organ] = est.fit(np.asarray(X[rows], np.float32 if name.startswith('pcr') else float), y)
