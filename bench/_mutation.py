@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ['organage/evaluate/stats.py', 'organage/evaluate/calibration.py', 'organage/data/splits.py']
 TESTS = ['tests/test_stats.py', 'tests/test_calibration.py', 'tests/test_splits.py', 'tests/test_mutants_stats.py',
-         'tests/test_mutants_calibration.py', 'tests/test_mutants_splits.py', 'tests/test_mutants_stats_tables.py']
+         'tests/test_mutants_calibration.py', 'tests/test_mutants_splits.py', 'tests/test_mutants_stats_tables.py',
+         'tests/test_mutants_stats_pairwise.py']
 
 # Survivors judged equivalent (or not worth a test), by mutant name: why the mutant cannot change a result.
 REASONS = {}
