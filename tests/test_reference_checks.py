@@ -262,10 +262,9 @@ def test_combat_with_tissue_covariate_equals_scanpy():
     mine, info = combat_correct(L, a.obs, 'batch', covariates=('tissue',))
     assert info['covariates'] == ['tissue']
     # scanpy codes a categorical covariate with every level (patsy '~ 0 + tissue') next to every batch indicator: a singular
-    # design (LinAlgError). Its numeric covariates enter the design as given, so the tissue goes in as 0/1 indicator columns.
+    # design (whether its solver raises LinAlgError or returns a pseudo-solution depends on the numpy/LAPACK build, so it is
+    # not asserted). Its numeric covariates enter the design as given, so the tissue goes in as 0/1 indicator columns.
     b = ad.AnnData(L.copy(), obs=a.obs[['batch']].astype('category'))
-    with pytest.raises(np.linalg.LinAlgError):
-        sc.pp.combat(ad.AnnData(L.copy(), obs=a.obs[['batch', 'tissue']].astype('category')), key='batch', covariates=['tissue'], inplace=False)
     for lev in ('heart', 'lung'): b.obs[f'tissue_{lev}'] = (a.obs.tissue == lev).astype(float).to_numpy()
     ref = sc.pp.combat(b, key='batch', covariates=['tissue_heart', 'tissue_lung'], inplace=False)
     np.testing.assert_allclose(mine, ref, rtol=1e-6, atol=1e-8)
