@@ -83,7 +83,7 @@ def fit_enet(X, # (n, features) training rows, e.g. preprocessed expression of o
                         alpha_at_path_end=bool(ai in (0, len(path) - 1)), cv_rmse=float(np.sqrt(mse[li, ai].mean())))
 
 # %% ../../nbs/model/06_baselines.ipynb #ce0c8204
-def _pca(k:int, n:int=0, # components; rows it will be fitted on
+def _pca(k:int, n:int, # components; rows it will be fitted on (no default: a caller that forgot it would silently get the exact route)
          exact_rows:int=3000, seed:int=0): # the exact route up to `exact_rows` rows; the randomized SVD's seed
     "Linear-kernel `KernelPCA` (exact, n x n Gram matrix) for up to `exact_rows` rows, else seeded randomized `PCA` (Halko et al.)."
     from sklearn.decomposition import KernelPCA, PCA
