@@ -19,9 +19,11 @@ sizes (64 px radiographs, 32^3 volumes, 2,000 genes), CPU:
 
 Sizes: default 600 and 1,200 subjects (`make bench` stays short); `--scale` runs 1,200, 6,000 and 30,000;
 `--sizes 1200 6000 12000` chooses. BENCH_THREADS (default 2) torch threads per child.
+`--reuse DIR --steps export evaluate predict stats --keep` re-measures some steps of a size on files kept from an earlier
+`--reuse DIR` run (its cohort and trained run), merging them into scale.json beside the steps not re-measured.
 Writes reports/bench/scale.json, scale.csv and scale.png. The JSON's `extrapolation_195766` is an extrapolation
 (labelled so, with its assumptions) of a 195,766-sample run from the measured curve."""
-import argparse, json, os, shutil, subprocess, sys, tempfile, time
+import argparse, contextlib, json, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 
@@ -30,6 +32,7 @@ OUT = ROOT / 'reports' / 'bench'
 THREADS = int(os.environ.get('BENCH_THREADS', '2'))
 FLAG = 1.15
 STAGES = ('unimodal', 'naive', 'aligned', 'baselines')
+STEP_NAMES = ('simulate', 'load', 'preprocess', *(f'train_{s}' for s in STAGES), 'export', 'evaluate', 'predict', 'stats')
 # Seed 000's cohort (issue 17): what the extrapolation is for
 PAPER = {'xray': 187_825, 'rna': 7_378, 'mri': 563}
 
@@ -159,11 +162,14 @@ def child(code, args, timeout=1800) -> dict:
     return r
 
 
-def measure(n: int, work: Path, log=print, timeout: int = 3600) -> dict:
-    "Every step at `n` subjects; returns {step: result}. A step that fails or runs past `timeout` seconds is recorded as failed (NaN)."
+def measure(n: int, work: Path, log=print, timeout: int = 3600, steps=None, keep_files: bool = False) -> dict:
+    """Every step at `n` subjects (or only those in `steps`); returns {step: result}. A step that fails or runs past `timeout`
+    seconds is recorded as failed (NaN). The cohort, run, model and predictions live in `work` as cohort_N, run_N, model_N and
+    pred_N, removed at the end unless `keep_files` (then a later call with `steps` reuses them)."""
     cohort, run, model, pred = work / f'cohort_{n}', work / f'run_{n}', work / f'model_{n}', work / f'pred_{n}'
     out = {}
     def step(name, code, **args):
+        if steps is not None and name not in steps: return
         la = os.getloadavg()
         try: r = child(code, {'n': n, 'cohort': str(cohort), 'run': str(run), **args}, timeout=timeout)
         except (RuntimeError, subprocess.TimeoutExpired) as e:   # recorded, and the other steps still run
@@ -182,7 +188,8 @@ def measure(n: int, work: Path, log=print, timeout: int = 3600) -> dict:
     step('evaluate', CLI, argv=['evaluate', '--run', str(run), '--data', str(cohort), '--device', 'cpu'])
     step('predict', CLI, argv=['predict', '--model', str(model), '--data', str(cohort), '--out', str(pred), '--device', 'cpu'])
     step('stats', STATS)
-    for p in (cohort, run, model, pred, work / f'prep_{n}'): shutil.rmtree(p, ignore_errors=True)
+    if not keep_files:
+        for p in (cohort, run, model, pred, work / f'prep_{n}'): shutil.rmtree(p, ignore_errors=True)
     return out
 
 
@@ -309,21 +316,30 @@ def main(argv=None):
     ap.add_argument('--workdir', default=None, help='where cohorts and runs are written (default: a temporary folder)')
     ap.add_argument('--step-timeout', type=int, default=3600, help='seconds one step may run before it is recorded as failed')
     ap.add_argument('--keep', action='store_true', help="keep the sizes already in OUT/scale.json that this run does not measure "
-                                                       "(to re-measure one size on a quieter machine)")
+                                                       "(to re-measure one size on a quieter machine); with --steps, "
+                                                       "also the other steps of the sizes measured")
+    ap.add_argument('--steps', nargs='+', default=None, choices=STEP_NAMES, metavar='STEP',
+                    help=f"measure only these steps ({', '.join(STEP_NAMES)}); the later steps need the earlier ones' files, "
+                         "so use it with --reuse")
+    ap.add_argument('--reuse', default=None, help='work in this folder (cohort_N, run_N, model_N, pred_N) and keep it, instead '
+                                                 'of a temporary folder removed at the end')
     a = ap.parse_args(argv)
     sizes = sorted(a.sizes or ([1200, 6000, 30000] if a.scale else [600, 1200]))
     import pandas as pd
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=a.workdir) as d:
+    if a.reuse: Path(a.reuse).mkdir(parents=True, exist_ok=True)
+    with (contextlib.nullcontext(a.reuse) if a.reuse else tempfile.TemporaryDirectory(dir=a.workdir)) as d:
         base = child(STARTUP, {})
         print(f"interpreter + torch + organage imports: {base['peak_rss_mb']:.0f} MB")
         results = {}
         if a.keep and (out / 'scale.json').exists():
-            results = {int(k): v for k, v in json.loads((out / 'scale.json').read_text())['results'].items() if int(k) not in sizes}
-            print('kept from scale.json:', sorted(results))
+            results = {int(k): v for k, v in json.loads((out / 'scale.json').read_text())['results'].items()
+                       if int(k) not in sizes or a.steps}
+            print('kept from scale.json:', {n: ('all steps' if n not in sizes else 'steps not measured now') for n in results})
         for n in sizes:
-            results[n] = measure(n, Path(d), timeout=a.step_timeout)
+            new = measure(n, Path(d), timeout=a.step_timeout, steps=a.steps, keep_files=bool(a.reuse))
+            results[n] = {**results.get(n, {}), **new}
             res, rows = report(results, base, out, t0, sizes)   # after every size: a run cut short keeps what it measured
     exps = res['exponents']
     if len(results) < 2: print('one size only: no exponent'); return

@@ -316,9 +316,13 @@ def _sample_cols(hdr:GCTHeader, samples) -> np.ndarray:
                         expected='sample ids present in the header', found=examples(missing))
     return np.array(sorted(pos[s] for s in want), dtype=np.int64)
 
+_MIN_BATCH_LINES = 64
+
 def _chunk_bytes(hdr, chunksize):
-    if chunksize is None: return 4 << 20
-    return max(1, int(chunksize)) * max(64, 8 * (hdr.n_samples + 2))  # rough bytes per line
+    "Bytes of text per parse batch: `chunksize` lines, else about 4 MB and at least `_MIN_BATCH_LINES` lines."
+    per_line = max(64, 8 * (hdr.n_samples + 2))  # rough bytes per line
+    if chunksize is None: return max(4 << 20, _MIN_BATCH_LINES * per_line)
+    return max(1, int(chunksize)) * per_line
 
 def _unique_genes(path, names):
     s = pd.Series(names)
