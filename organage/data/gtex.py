@@ -338,7 +338,7 @@ def _unique_genes(path, names):
 def read_gct(path:str|Path, # a GCT 1.2 file, `.gct` or `.gct.gz`
              samples:Sequence[str]|None=None, # sample ids to keep (default: all)
              genes:Sequence[str]|None=None, # gene ids (`Name`) to keep (default: all)
-             chunksize:int|None=None, # lines per parse batch (default: about 4 MB of text)
+             chunksize:int|None=None, # lines per parse batch (default: about 4 MB of text, at least 64 lines)
              engine:str='auto', # number parser: 'pyarrow' (multithreaded), 'numpy' (loadtxt), 'auto': pyarrow when installed and at most 5,000 samples are read
             ):
     "Stream a GCT 1.2 expression file into an AnnData (samples x genes, float32), reading only what is selected."
