@@ -324,6 +324,8 @@ def main(argv=None):
     ap.add_argument('--reuse', default=None, help='work in this folder (cohort_N, run_N, model_N, pred_N) and keep it, instead '
                                                  'of a temporary folder removed at the end')
     a = ap.parse_args(argv)
+    if a.steps and not a.reuse and 'simulate' not in a.steps:
+        ap.error('--steps without simulate needs --reuse DIR (the folder holding the cohort and run of an earlier --reuse run)')
     sizes = sorted(a.sizes or ([1200, 6000, 30000] if a.scale else [600, 1200]))
     import pandas as pd
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
